@@ -1,0 +1,32 @@
+"""Feature names shared by the schema, Transform, Trainer, Evaluator and serving.
+
+Kept in one module so a rename cannot leave one stage reading a key another
+stage no longer writes.
+"""
+
+# Raw features, as ExampleGen writes them.
+TEXT = "text"
+LABEL = "label"
+ID = "id"  # "<file>:<line>", traces an example to its source; not a model input.
+
+# Transformed features, as Transform writes them.
+TOKEN_IDS = "token_ids"  # int64[max_len]: vocabulary ids, 0 = padding.
+LENGTH = "length"  # int64 scalar: number of real (non-padding) tokens.
+TRANSFORMED_LABEL = "label"
+
+# Vocabulary file written by tf.Transform (under transform_fn/assets).
+VOCABULARY_NAME = "tokens"
+
+# Id conventions: 0 is padding, vocabulary entries start at 1, and the single
+# out-of-vocabulary bucket comes after the last vocabulary entry.
+PADDING_ID = 0
+NUM_OOV_BUCKETS = 1
+
+# Model outputs, as named in the exported signatures.
+PROBABILITY = "probability"
+PREDICTED_LABEL = "label"
+ATTENTION = "attention"
+TOKEN_LENGTH = "length"
+
+SERVING_SIGNATURE = "serving_default"  # raw UTF-8 strings in
+TF_EXAMPLE_SIGNATURE = "serving_tf_example"  # serialized tf.Example in (TFMA)

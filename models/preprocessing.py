@@ -1,0 +1,88 @@
+"""tf.Transform module: raw review text -> padded token ids and true length.
+
+Tokenization lives in the Transform graph so training and serving cannot
+disagree on it: the exported model carries this graph and takes raw strings.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+
+from models import features  # noqa: E402
+
+# IMDB reviews carry HTML line breaks ("<br />", "<br/>", "<br>").
+_HTML_BREAK = r"<br\s*/?>"
+# Punctuation becomes its own token; apostrophes stay inside words ("don't").
+_PUNCTUATION = r"([^\w\s'])"
+
+DEFAULT_VOCAB_SIZE = 20_000
+DEFAULT_MAX_LEN = 256
+
+
+def tokenize(texts: tf.Tensor) -> tf.RaggedTensor:
+    """Lowercases, drops HTML breaks, splits punctuation off, splits on whitespace."""
+    texts = tf.strings.lower(texts, encoding="utf-8")
+    texts = tf.strings.regex_replace(texts, _HTML_BREAK, " ")
+    texts = tf.strings.regex_replace(texts, _PUNCTUATION, r" \1 ")
+    return tf.strings.split(texts)
+
+
+def pad_and_truncate(ids: tf.RaggedTensor, max_len: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Dense [batch, max_len] ids with 0 as padding, and the true (capped) lengths."""
+    ids = ids[:, :max_len]
+    lengths = tf.cast(ids.row_lengths(), tf.int64)
+    dense = ids.to_tensor(default_value=features.PADDING_ID, shape=[None, max_len])
+    return dense, lengths
+
+
+def build_preprocessing_fn(vocab_size: int, max_len: int):
+    """Returns a preprocessing_fn with the vocabulary size and max length bound."""
+
+    def preprocessing_fn(inputs):
+        texts = _dense_strings(inputs[features.TEXT])
+        tokens = tokenize(texts)
+        # tft ids are 0..V-1 for the vocabulary and V for out-of-vocabulary;
+        # shifting by one frees 0 for padding.
+        vocab_ids = tft.compute_and_apply_vocabulary(
+            tokens,
+            top_k=vocab_size,
+            num_oov_buckets=features.NUM_OOV_BUCKETS,
+            vocab_filename=features.VOCABULARY_NAME,
+        )
+        token_ids, lengths = pad_and_truncate(vocab_ids + 1, max_len)
+        outputs = {features.TOKEN_IDS: token_ids, features.LENGTH: lengths}
+        if features.LABEL in inputs:
+            outputs[features.TRANSFORMED_LABEL] = tf.reshape(
+                tf.cast(_dense_ints(inputs[features.LABEL]), tf.int64), [-1]
+            )
+        return outputs
+
+    return preprocessing_fn
+
+
+def preprocessing_fn(inputs, custom_config=None):
+    """Entry point for the TFX Transform component."""
+    custom_config = custom_config or {}
+    fn = build_preprocessing_fn(
+        vocab_size=int(custom_config.get("vocab_size", DEFAULT_VOCAB_SIZE)),
+        max_len=int(custom_config.get("max_len", DEFAULT_MAX_LEN)),
+    )
+    return fn(inputs)
+
+
+def _dense_strings(value) -> tf.Tensor:
+    """The schema makes `text` a required single value; accept [batch] or [batch, 1]."""
+    if isinstance(value, tf.sparse.SparseTensor):
+        value = tf.sparse.to_dense(value, default_value="")
+    return tf.reshape(value, [-1])
+
+
+def _dense_ints(value) -> tf.Tensor:
+    if isinstance(value, tf.sparse.SparseTensor):
+        value = tf.sparse.to_dense(value, default_value=0)
+    return tf.reshape(value, [-1])

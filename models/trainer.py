@@ -1,0 +1,202 @@
+"""TFX Trainer module: input pipeline, training loop and exported signatures.
+
+Batches are built from texts of similar length and trimmed to their own
+longest text, so an epoch costs what the real tokens cost, not
+batch_size x max_len.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+from absl import logging  # noqa: E402
+
+from models import features  # noqa: E402
+from models import model as model_lib  # noqa: E402
+
+HISTORY_FILE = "history.json"
+
+
+def embedding_input_dim(tf_transform_output: tft.TFTransformOutput) -> int:
+    """Padding id 0 + the vocabulary the analyzer kept + the OOV bucket."""
+    vocab = tf_transform_output.vocabulary_size_by_name(features.VOCABULARY_NAME)
+    return 1 + vocab + features.NUM_OOV_BUCKETS
+
+
+def trim_to_longest(token_ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+    """Drops the padding columns that no text in the batch reaches (keeps at least one)."""
+    longest = tf.maximum(tf.reduce_max(lengths), 1)
+    return token_ids[:, :longest]
+
+
+def length_batched_dataset(
+    dataset: tf.data.Dataset,
+    batch_size: int,
+    sort_window_batches: int,
+    shuffle_batches: bool,
+    seed: int | None,
+) -> tf.data.Dataset:
+    """Groups parsed examples into batches of similar length, trimmed to their longest.
+
+    Examples are read in windows of `sort_window_batches` batches, sorted by
+    length inside the window and cut into batches. The order of batches is then
+    shuffled (when training) so the model does not see lengths in order.
+    """
+    window = batch_size * sort_window_batches
+
+    def sort_window(batch):
+        order = tf.argsort(batch[features.LENGTH], stable=True)
+        return {key: tf.gather(value, order) for key, value in batch.items()}
+
+    def split_window(batch):
+        return tf.data.Dataset.from_tensor_slices(batch).batch(batch_size)
+
+    def to_model_inputs(batch):
+        ids = trim_to_longest(batch[features.TOKEN_IDS], batch[features.LENGTH])
+        label = tf.cast(batch[features.TRANSFORMED_LABEL], tf.float32)
+        return ids, {model_lib.LOGIT: label}
+
+    dataset = dataset.batch(window).map(sort_window).flat_map(split_window)
+    if shuffle_batches:
+        dataset = dataset.shuffle(sort_window_batches * 4, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(to_model_inputs)
+    # Autotuned prefetch stalled for close to a minute between epochs with
+    # uneven batch shapes; a fixed small prefetch does not.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(2).with_options(options)
+
+
+def input_fn(
+    file_patterns: list[str],
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    sort_window_batches: int,
+    shuffle: bool,
+    shuffle_buffer: int = 10_000,
+    seed: int | None = None,
+) -> tf.data.Dataset:
+    files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no transformed examples match {file_patterns}")
+    feature_spec = tf_transform_output.transformed_feature_spec()
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(1024).map(lambda records: tf.io.parse_example(records, feature_spec)).unbatch()
+    return length_batched_dataset(dataset, batch_size, sort_window_batches, shuffle, seed)
+
+
+class SentimentExportModule(tf.Module):
+    """What the SavedModel serves: the Transform graph followed by the Keras model."""
+
+    def __init__(self, model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput):
+        super().__init__()
+        self.model = model
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        # Clients send text only; the label and bookkeeping features are not needed to serve.
+        self._serving_feature_spec = {
+            features.TEXT: tf_transform_output.raw_feature_spec()[features.TEXT]
+        }
+
+    def _predict_transformed(self, transformed) -> dict[str, tf.Tensor]:
+        lengths = transformed[features.LENGTH]
+        ids = trim_to_longest(transformed[features.TOKEN_IDS], lengths)
+        outputs = self.model(ids, training=False)
+        probability = tf.sigmoid(outputs[model_lib.LOGIT])
+        return {
+            features.PROBABILITY: probability,
+            features.PREDICTED_LABEL: tf.cast(probability >= 0.5, tf.int64),
+            features.ATTENTION: outputs[features.ATTENTION],
+            features.TOKEN_LENGTH: lengths,
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve_text(self, text):
+        """Raw UTF-8 texts in; probability, label, per-token attention and length out."""
+        transformed = self.tft_layer({features.TEXT: tf.reshape(text, [-1, 1])})
+        return self._predict_transformed(transformed)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_tf_examples(self, serialized):
+        """Serialized tf.Examples in (what TFMA sends); probability and label out."""
+        raw = tf.io.parse_example(serialized, self._serving_feature_spec)
+        outputs = self._predict_transformed(self.tft_layer(raw))
+        return {key: outputs[key] for key in (features.PROBABILITY, features.PREDICTED_LABEL)}
+
+
+def export_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> None:
+    module = SentimentExportModule(model, tf_transform_output)
+    signatures = {
+        features.SERVING_SIGNATURE: module.serve_text,
+        features.TF_EXAMPLE_SIGNATURE: module.serve_tf_examples,
+    }
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+
+
+def train(
+    train_files: list[str],
+    eval_files: list[str],
+    tf_transform_output: tft.TFTransformOutput,
+    hyperparameters: dict[str, Any],
+    log_dir: str | None = None,
+) -> tuple[tf.keras.Model, dict[str, list[float]]]:
+    training = hyperparameters["training"]
+    seed = int(training["seed"])
+    tf.keras.utils.set_random_seed(seed)
+
+    batching = dict(
+        batch_size=int(training["batch_size"]),
+        sort_window_batches=int(training["length_sort_window_batches"]),
+    )
+    train_dataset = input_fn(
+        train_files, tf_transform_output, shuffle=True, shuffle_buffer=int(training["shuffle_buffer"]),
+        seed=seed, **batching,
+    )
+    eval_dataset = input_fn(eval_files, tf_transform_output, shuffle=False, **batching)
+
+    model = model_lib.build_model(vocab_size=embedding_input_dim(tf_transform_output), **hyperparameters["model"])
+    model_lib.compile_model(model, float(training["learning_rate"]), float(training["clipnorm"]))
+    model.summary(print_fn=logging.info)
+
+    callbacks = [
+        tf.keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=int(training["early_stopping_patience"]),
+            restore_best_weights=True,
+            verbose=1,
+        )
+    ]
+    if log_dir:
+        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
+    history = model.fit(
+        train_dataset,
+        validation_data=eval_dataset,
+        epochs=int(training["epochs"]),
+        callbacks=callbacks,
+        verbose=2,
+    )
+    return model, {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def run_fn(fn_args) -> None:
+    """Entry point for the TFX Trainer component."""
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    hyperparameters = fn_args.custom_config
+    model, history = train(
+        fn_args.train_files,
+        fn_args.eval_files,
+        tf_transform_output,
+        hyperparameters,
+        log_dir=fn_args.model_run_dir,
+    )
+    tf.io.gfile.makedirs(fn_args.model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as f:
+        json.dump(history, f, indent=2)
+    export_model(model, tf_transform_output, fn_args.serving_model_dir)

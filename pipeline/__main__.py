@@ -1,0 +1,70 @@
+"""Command line: `python -m pipeline run --dataset polarity|imdb [options]`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pipeline import configs, data_sources
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
+    dataset = configs.DATASETS[args.dataset]
+    try:
+        dataset = configs.with_overrides(dataset, _parse_overrides(args.set or []))
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    try:
+        data_dir = data_sources.resolve_data_dir(dataset, args.data_dir, download=not args.no_download)
+    except data_sources.DataNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
+    return configs.PipelineConfig(
+        dataset=dataset,
+        data_dir=data_dir,
+        output_dir=Path(args.output_dir).resolve() if args.output_dir else configs.default_output_dir(),
+        enable_cache=not args.no_cache,
+    )
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the pipeline locally (Beam DirectRunner, SQLite metadata)")
+    run.add_argument("--dataset", choices=sorted(configs.DATASETS), default=configs.DEFAULT_DATASET)
+    run.add_argument("--data-dir", help=f"directory holding <dataset>/ files (default: ${data_sources.DATA_DIR_ENV}, "
+                     "then ../shared/data, then a download)")
+    run.add_argument("--output-dir", help="where pipeline outputs, metadata and served models go "
+                     "(default: $SENTIMENT_OUTPUT_DIR or ./outputs)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a dataset config field, e.g. training.epochs=2 or max_len=128")
+    run.add_argument("--no-cache", action="store_true", help="re-run components even when inputs are unchanged")
+    run.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    if args.command == "run":
+        config = build_config(args)
+        from pipeline import local_runner  # heavy imports only once the arguments are valid
+
+        local_runner.run(config)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    sys.exit(main())

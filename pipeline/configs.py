@@ -1,0 +1,243 @@
+"""The one typed place for everything a run depends on.
+
+A run is reproducible from a `PipelineConfig`: the dataset (files, split,
+vocabulary), the model and training hyperparameters (with the seed), the
+evaluation gate, the paths and the Beam arguments. Command-line overrides go
+through `with_overrides` so they are type-checked against the same fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_ROOT = PROJECT_ROOT / "schema"
+MODELS_ROOT = PROJECT_ROOT / "models"
+TRANSFORM_MODULE_FILE = MODELS_ROOT / "preprocessing.py"
+TRAINER_MODULE_FILE = MODELS_ROOT / "trainer.py"
+
+# Examples are assigned to splits by a stable hash of their id into this many
+# buckets, so the split is a pure function of the data (see SplitSpec).
+NUM_SPLIT_BUCKETS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSpec:
+    """One output split: which source file it reads and which hash buckets it keeps.
+
+    `buckets` is a half-open range [lo, hi) out of NUM_SPLIT_BUCKETS. A file
+    can feed several splits with disjoint ranges (IMDB train -> train + eval).
+    """
+
+    name: str
+    source: str
+    buckets: tuple[int, int] = (0, NUM_SPLIT_BUCKETS)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    embedding_dim: int = 64
+    rnn_units: int = 64
+    rnn_layers: int = 1
+    bidirectional: bool = True
+    attention_units: int = 64
+    dense_units: int = 64
+    embedding_dropout: float = 0.2
+    rnn_dropout: float = 0.0
+    dense_dropout: float = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    batch_size: int = 64
+    epochs: int = 5
+    learning_rate: float = 1e-3
+    clipnorm: float = 1.0
+    early_stopping_patience: int = 1
+    # Examples are sorted by length within windows of this many batches, so a
+    # batch holds texts of similar length and is trimmed to its longest one.
+    length_sort_window_batches: int = 32
+    shuffle_buffer: int = 10_000
+    seed: int = 42
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    # Absolute gate on the held-out test split.
+    min_accuracy: float = 0.7
+    # Change gate against the latest blessed model: accuracy may drop at most this much.
+    max_accuracy_drop: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    # Directory under the data dir that holds the files named in `splits`.
+    subdir: str
+    splits: tuple[SplitSpec, ...]
+    vocab_size: int
+    max_len: int
+    model: ModelConfig
+    training: TrainingConfig
+    evaluation: EvaluationConfig
+    # Which split each stage uses.
+    train_split: str = "train"
+    eval_split: str = "eval"
+    test_split: str = "test"
+
+    @property
+    def schema_dir(self) -> Path:
+        return SCHEMA_ROOT / self.name
+
+
+POLARITY = DatasetConfig(
+    name="polarity",
+    subdir="polarity",
+    # No official split: a deterministic 80/10/10 by hash of the example id.
+    splits=(
+        SplitSpec("train", "rt-polarity.csv.gz", (0, 80)),
+        SplitSpec("eval", "rt-polarity.csv.gz", (80, 90)),
+        SplitSpec("test", "rt-polarity.csv.gz", (90, 100)),
+    ),
+    vocab_size=20_000,
+    max_len=64,
+    model=ModelConfig(
+        embedding_dim=128,
+        rnn_units=64,
+        attention_units=64,
+        dense_units=64,
+        embedding_dropout=0.4,
+        dense_dropout=0.5,
+    ),
+    training=TrainingConfig(batch_size=64, epochs=8, learning_rate=1e-3, early_stopping_patience=2),
+    evaluation=EvaluationConfig(min_accuracy=0.70),
+)
+
+IMDB = DatasetConfig(
+    name="imdb",
+    subdir="imdb",
+    # The official split: train for training with a fixed 10% held out for
+    # early stopping, and the official test set only for evaluation.
+    splits=(
+        SplitSpec("train", "train.csv.gz", (0, 90)),
+        SplitSpec("eval", "train.csv.gz", (90, 100)),
+        SplitSpec("test", "test.csv.gz", (0, 100)),
+    ),
+    vocab_size=20_000,
+    max_len=400,
+    model=ModelConfig(
+        embedding_dim=64,
+        rnn_units=64,
+        attention_units=64,
+        dense_units=64,
+        embedding_dropout=0.3,
+        dense_dropout=0.4,
+    ),
+    training=TrainingConfig(batch_size=64, epochs=4, learning_rate=2e-3, early_stopping_patience=1),
+    evaluation=EvaluationConfig(min_accuracy=0.85),
+)
+
+DATASETS: dict[str, DatasetConfig] = {d.name: d for d in (POLARITY, IMDB)}
+DEFAULT_DATASET = POLARITY.name
+
+# Beam runs in-process on the DirectRunner unless a profile says otherwise.
+DEFAULT_BEAM_ARGS: tuple[str, ...] = (
+    "--direct_running_mode=in_memory",
+    "--direct_num_workers=1",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    dataset: DatasetConfig
+    data_dir: Path
+    # Everything a run writes lives under here: pipeline root, metadata, serving.
+    output_dir: Path
+    beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
+    enable_cache: bool = True
+
+    @property
+    def pipeline_name(self) -> str:
+        # Kubeflow requires [a-z0-9][a-z0-9-]*.
+        return f"sentiment-{self.dataset.name}"
+
+    @property
+    def pipeline_root(self) -> Path:
+        return self.output_dir / "pipelines" / self.pipeline_name
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.output_dir / "metadata" / f"{self.pipeline_name}.sqlite"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.output_dir / "serving" / self.pipeline_name
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.data_dir / self.dataset.subdir
+
+
+def default_output_dir() -> Path:
+    return Path(os.environ.get("SENTIMENT_OUTPUT_DIR", PROJECT_ROOT / "outputs"))
+
+
+def trainer_hyperparameters(dataset: DatasetConfig) -> dict[str, Any]:
+    """What the Trainer module receives as custom_config (JSON-serializable)."""
+    return {
+        "dataset": dataset.name,
+        "max_len": dataset.max_len,
+        "model": dataclasses.asdict(dataset.model),
+        "training": dataclasses.asdict(dataset.training),
+    }
+
+
+def transform_custom_config(dataset: DatasetConfig) -> dict[str, Any]:
+    return {"vocab_size": dataset.vocab_size, "max_len": dataset.max_len}
+
+
+def with_overrides(config: Any, overrides: Mapping[str, str]) -> Any:
+    """Returns a copy of a (nested) config dataclass with dotted fields replaced.
+
+    `{"training.epochs": "2", "max_len": "32"}` on a DatasetConfig. Values are
+    parsed to the field's declared type, and unknown fields are an error, so a
+    typo on the command line fails instead of being ignored.
+    """
+    for dotted, raw_value in overrides.items():
+        config = _override_one(config, dotted.split("."), raw_value, dotted)
+    return config
+
+
+def _override_one(config: Any, path: list[str], raw_value: str, dotted: str) -> Any:
+    if not dataclasses.is_dataclass(config):
+        raise ValueError(f"cannot set {dotted!r}: {type(config).__name__} has no fields")
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    head = path[0]
+    if head not in fields:
+        raise ValueError(
+            f"unknown config field {dotted!r}; {type(config).__name__} has: {', '.join(sorted(fields))}"
+        )
+    if len(path) > 1:
+        value = _override_one(getattr(config, head), path[1:], raw_value, dotted)
+    else:
+        field_type = typing.get_type_hints(type(config))[head]
+        value = _parse_value(field_type, raw_value, dotted)
+    return dataclasses.replace(config, **{head: value})
+
+
+def _parse_value(field_type: Any, raw_value: str, dotted: str) -> Any:
+    try:
+        if field_type is bool:
+            lowered = raw_value.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw_value)
+            return lowered in ("true", "1", "yes")
+        if field_type in (int, float, str):
+            return field_type(raw_value)
+    except ValueError:
+        raise ValueError(f"{dotted}={raw_value!r} is not a valid {field_type.__name__}") from None
+    raise ValueError(f"{dotted} cannot be set from the command line")

@@ -1,0 +1,35 @@
+"""Runs the pipeline on this machine: Beam DirectRunner, SQLite ML Metadata."""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from absl import logging  # noqa: E402
+from tfx import v1 as tfx  # noqa: E402
+
+from pipeline import configs, run_summary  # noqa: E402
+from pipeline.pipeline import create_pipeline  # noqa: E402
+
+
+def run(config: configs.PipelineConfig) -> run_summary.RunSummary:
+    """Runs every component, then returns (and writes) the run summary."""
+    config.metadata_path.parent.mkdir(parents=True, exist_ok=True)
+    config.pipeline_root.mkdir(parents=True, exist_ok=True)
+    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(config.metadata_path))
+    print(
+        f"Running {config.pipeline_name} on {config.dataset_dir}\n"
+        f"  pipeline root: {config.pipeline_root}\n  metadata:      {config.metadata_path}",
+        flush=True,
+    )
+    logging.set_verbosity(logging.INFO)
+    started = time.time()
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata))
+    summary = run_summary.summarize_run(config.metadata_path, config.pipeline_name)
+    summary.total_wall_time_s = round(time.time() - started, 1)
+    path = run_summary.write_summary(summary, config.pipeline_root)
+    print(summary.format(), flush=True)
+    print(f"Summary written to {path}", flush=True)
+    return summary

@@ -1,0 +1,139 @@
+"""The pipeline definition, shared by every runner (local, Kubeflow, Airflow).
+
+Runners differ only in how they orchestrate and where paths point; the graph
+of components is built here once.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow_model_analysis as tfma  # noqa: E402
+from tfx import v1 as tfx  # noqa: E402
+from tfx.proto import transform_pb2  # noqa: E402
+
+from components.review_example_gen import ReviewExampleGen  # noqa: E402
+from models import features  # noqa: E402
+from pipeline import configs  # noqa: E402
+
+PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
+RUN_FN = "models.trainer.run_fn"
+
+
+def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
+    """Headline metrics on the test split, and the two gates on accuracy."""
+    gate = dataset.evaluation
+    accuracy_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": gate.min_accuracy}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -gate.max_accuracy_drop},
+        ),
+    )
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name=features.TF_EXAMPLE_SIGNATURE,
+                label_key=features.LABEL,
+                prediction_key=features.PROBABILITY,
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec()],
+        metrics_specs=[
+            tfma.MetricsSpec(
+                metrics=[
+                    tfma.MetricConfig(class_name="ExampleCount"),
+                    tfma.MetricConfig(class_name="BinaryAccuracy", threshold=accuracy_threshold),
+                    tfma.MetricConfig(class_name="AUC"),
+                    tfma.MetricConfig(class_name="Precision"),
+                    tfma.MetricConfig(class_name="Recall"),
+                ]
+            )
+        ],
+    )
+
+
+def create_pipeline(
+    config: configs.PipelineConfig,
+    metadata_connection_config=None,
+) -> tfx.dsl.Pipeline:
+    dataset = config.dataset
+    split_names = [split.name for split in dataset.splits]
+
+    example_gen = ReviewExampleGen(
+        input_base=str(config.dataset_dir),
+        split_sources={split.name: split.source for split in dataset.splits},
+        split_buckets={split.name: split.buckets for split in dataset.splits},
+        num_buckets=configs.NUM_SPLIT_BUCKETS,
+    ).with_id("ExampleGen")
+
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=str(dataset.schema_dir / "schema.pbtxt"))
+
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"],
+    )
+
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        # The vocabulary is learnt from training text only.
+        splits_config=transform_pb2.SplitsConfig(analyze=[dataset.train_split], transform=split_names),
+        custom_config=configs.transform_custom_config(dataset),
+    )
+
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=[dataset.train_split]),
+        eval_args=tfx.proto.EvalArgs(splits=[dataset.eval_split]),
+        custom_config=configs.trainer_hyperparameters(dataset),
+    )
+
+    latest_blessed_model = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("LatestBlessedModelResolver")
+
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=latest_blessed_model.outputs["model"],
+        eval_config=make_eval_config(dataset),
+        example_splits=[dataset.test_split],
+    )
+
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=str(config.serving_dir))
+        ),
+    )
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=str(config.pipeline_root),
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            transform,
+            trainer,
+            latest_blessed_model,
+            evaluator,
+            pusher,
+        ],
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_args),
+    )

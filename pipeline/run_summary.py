@@ -1,0 +1,169 @@
+"""What a run did, read back from ML Metadata: per-component wall time, metrics,
+blessing and pushed path. Printed at the end of a run and written as JSON
+under the pipeline root, so a run can be audited without the logs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+SUMMARY_FILE = "run_summary.json"
+_STATE_NAMES = {
+    value: name for name, value in metadata_store_pb2.Execution.State.items()
+}
+
+
+@dataclass
+class ComponentRun:
+    component: str
+    state: str
+    wall_time_s: float
+
+
+@dataclass
+class RunSummary:
+    pipeline_name: str
+    run_id: str
+    components: list[ComponentRun] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    blessed: bool | None = None
+    pushed: bool = False
+    pushed_path: str | None = None
+    evaluation_uri: str | None = None
+    model_uri: str | None = None
+    anomalies_uri: str | None = None
+    total_wall_time_s: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def format(self) -> str:
+        lines = [f"Run {self.run_id} of {self.pipeline_name}", "  component                      state      wall time"]
+        for run in self.components:
+            lines.append(f"  {run.component:<30} {run.state:<10} {run.wall_time_s:8.1f} s")
+        lines.append(f"  {'total':<30} {'':<10} {self.total_wall_time_s:8.1f} s")
+        if self.metrics:
+            lines.append("  test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(self.metrics.items())))
+        lines.append(f"  blessed: {self.blessed}")
+        lines.append(f"  pushed:  {self.pushed_path if self.pushed else 'no'}")
+        return "\n".join(lines)
+
+
+def open_store(metadata_path: Path) -> metadata_store.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(metadata_path)
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def latest_run_id(store: metadata_store.MetadataStore, pipeline_name: str) -> str:
+    runs = store.get_contexts_by_type("pipeline_run")
+    runs = [run for run in runs if _executions_belong_to(store, run, pipeline_name)]
+    if not runs:
+        raise LookupError(f"no runs of {pipeline_name} in the metadata store")
+    return max(runs, key=lambda run: run.create_time_since_epoch).name
+
+
+def _executions_belong_to(store, run_context, pipeline_name: str) -> bool:
+    pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline is None:
+        return False
+    parents = store.get_parent_contexts_by_context(run_context.id)
+    if any(parent.id == pipeline.id for parent in parents):
+        return True
+    # Older layouts do not link run to pipeline; fall back to shared executions.
+    run_executions = {e.id for e in store.get_executions_by_context(run_context.id)}
+    return bool(run_executions & {e.id for e in store.get_executions_by_context(pipeline.id)})
+
+
+def _component_id(store, execution) -> str:
+    for context in store.get_contexts_by_execution(execution.id):
+        if context.type == "node" or store.get_context_types_by_id([context.type_id])[0].name == "node":
+            return context.name.split(".", 1)[-1]
+    return store.get_execution_types_by_id([execution.type_id])[0].name
+
+
+def _output_artifacts(store, execution_id: int) -> list:
+    events = store.get_events_by_execution_ids([execution_id])
+    ids = [e.artifact_id for e in events if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+    return store.get_artifacts_by_id(ids) if ids else []
+
+
+def _artifact_type(store, artifact) -> str:
+    return store.get_artifact_types_by_id([artifact.type_id])[0].name
+
+
+def _custom_int(artifact, key: str) -> int | None:
+    value = artifact.custom_properties.get(key)
+    return value.int_value if value is not None else None
+
+
+def _custom_str(artifact, key: str) -> str | None:
+    value = artifact.custom_properties.get(key)
+    return value.string_value if value is not None else None
+
+
+def load_metrics(evaluation_uri: str) -> dict[str, float]:
+    """Overall-slice metrics of the candidate model from an Evaluator output."""
+    import tensorflow_model_analysis as tfma
+
+    metrics: dict[str, float] = {}
+    for slice_metrics in tfma.load_metrics(evaluation_uri):
+        if slice_metrics.slice_key.single_slice_keys:
+            continue
+        for item in slice_metrics.metric_keys_and_values:
+            key = item.key
+            if key.model_name not in ("", "candidate"):
+                continue
+            if key.is_diff:
+                continue
+            if item.value.HasField("double_value"):
+                metrics[key.name] = item.value.double_value.value
+    return metrics
+
+
+def summarize_run(metadata_path: Path, pipeline_name: str, run_id: str | None = None) -> RunSummary:
+    store = open_store(metadata_path)
+    run_id = run_id or latest_run_id(store, pipeline_name)
+    run_context = store.get_context_by_type_and_name("pipeline_run", run_id)
+    summary = RunSummary(pipeline_name=pipeline_name, run_id=run_id)
+    executions = sorted(store.get_executions_by_context(run_context.id), key=lambda e: e.create_time_since_epoch)
+    for execution in executions:
+        component = _component_id(store, execution)
+        wall = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000.0
+        state = _STATE_NAMES.get(execution.last_known_state, "UNKNOWN")
+        summary.components.append(ComponentRun(component, state, wall))
+        for artifact in _output_artifacts(store, execution.id):
+            kind = _artifact_type(store, artifact)
+            if kind == "ModelEvaluation":
+                summary.evaluation_uri = artifact.uri
+            elif kind == "ModelBlessing" and component.startswith("Evaluator"):
+                summary.blessed = _custom_int(artifact, "blessed") == 1
+            elif kind == "Model" and component.startswith("Trainer"):
+                summary.model_uri = artifact.uri
+            elif kind == "PushedModel":
+                summary.pushed = _custom_int(artifact, "pushed") == 1
+                summary.pushed_path = _custom_str(artifact, "pushed_destination") if summary.pushed else None
+            elif kind == "ExampleAnomalies":
+                summary.anomalies_uri = artifact.uri
+    if executions:
+        summary.total_wall_time_s = (
+            max(e.last_update_time_since_epoch for e in executions)
+            - min(e.create_time_since_epoch for e in executions)
+        ) / 1000.0
+    if summary.evaluation_uri:
+        summary.metrics = load_metrics(summary.evaluation_uri)
+    return summary
+
+
+def write_summary(summary: RunSummary, pipeline_root: Path) -> Path:
+    path = pipeline_root / SUMMARY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(summary.to_json())
+    return path

@@ -1,0 +1,19 @@
+"""Installs the pipeline, its components and model code as one package set.
+
+Installed (not read from a path) so that Beam workers, Kubeflow images and
+Airflow workers import the same `models.*` module names the pipeline refers to.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="sentiment-rnn-pipeline",
+    version="0.1.0",
+    description="TFX pipeline for many-to-one RNN sentiment classification",
+    python_requires=">=3.10,<3.11",
+    packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*", "models", "models.*"]),
+    package_data={"": ["*.pbtxt"]},
+    install_requires=["tfx==1.16.0", "apache-beam[gcp]==2.59.0"],
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["sentiment-pipeline=pipeline.__main__:main"]},
+)
