@@ -17,8 +17,9 @@ from models import features  # noqa: E402
 
 # IMDB reviews carry HTML line breaks ("<br />", "<br/>", "<br>").
 _HTML_BREAK = r"<br\s*/?>"
-# Punctuation becomes its own token; apostrophes stay inside words ("don't").
-_PUNCTUATION = r"([^\w\s'])"
+# Anything that is not a letter, digit, mark, space or apostrophe becomes its own
+# token (RE2's \w is ASCII-only, so Unicode classes keep "naïve" whole).
+_PUNCTUATION = r"([^\pL\pN\pM\s'])"
 
 DEFAULT_VOCAB_SIZE = 20_000
 DEFAULT_MAX_LEN = 256

@@ -145,9 +145,12 @@ DATASETS: dict[str, DatasetConfig] = {d.name: d for d in (POLARITY, IMDB)}
 DEFAULT_DATASET = POLARITY.name
 
 # Beam runs in-process on the DirectRunner unless a profile says otherwise.
+# --setup_file ships this package to remote workers; it also stops TFX from
+# building an ephemeral sdist of itself before every Beam component.
 DEFAULT_BEAM_ARGS: tuple[str, ...] = (
     "--direct_running_mode=in_memory",
     "--direct_num_workers=1",
+    f"--setup_file={PROJECT_ROOT / 'setup.py'}",
 )
 
 

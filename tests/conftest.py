@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny tf.Transform output built from a handful of texts."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+TINY_TEXTS = [
+    "A good movie, a good cast!",
+    "Bad movie.<br /><br />Really bad acting.",
+    "good",
+    "I didn't like it; the plot was bad and the ending was worse.",
+    "Wonderful, moving and good.",
+    "Dull, slow, bad.",
+]
+TINY_LABELS = [1, 0, 1, 0, 1, 0]
+
+
+def run_transform(texts, labels, vocab_size, max_len, output_dir):
+    """Analyzes and transforms `texts` with the pipeline's preprocessing_fn."""
+    import tempfile
+
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+
+    from models import features, preprocessing
+
+    raw_spec = {
+        features.TEXT: tf.io.FixedLenFeature([1], tf.string),
+        features.LABEL: tf.io.FixedLenFeature([1], tf.int64),
+    }
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
+    rows = [{features.TEXT: [t.encode()], features.LABEL: [l]} for t, l in zip(texts, labels)]
+    fn = preprocessing.build_preprocessing_fn(vocab_size=vocab_size, max_len=max_len)
+    with tft_beam.Context(temp_dir=tempfile.mkdtemp(dir=output_dir), force_tf_compat_v1=False):
+        (transformed, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
+            fn, output_record_batches=False
+        )
+        _ = transform_fn | tft_beam.WriteTransformFn(str(output_dir))
+    # The raw schema, as TFX's Transform writes it; serving parses with it.
+    metadata_io.write_metadata(metadata, os.path.join(str(output_dir), tft.TFTransformOutput.RAW_METADATA_DIR))
+    return transformed, tft.TFTransformOutput(str(output_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_transform(tmp_path_factory):
+    """(transformed rows, TFTransformOutput) for TINY_TEXTS, vocab 1000, max_len 12."""
+    return run_transform(TINY_TEXTS, TINY_LABELS, vocab_size=1000, max_len=12,
+                         output_dir=tmp_path_factory.mktemp("tft"))

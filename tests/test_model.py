@@ -1,0 +1,109 @@
+"""The classifier: output shapes, masking, length batching and the exported signatures."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import features
+from models import model as model_lib
+from models import trainer
+from tests.conftest import TINY_LABELS, TINY_TEXTS
+
+VOCAB = 50
+
+
+@pytest.fixture(scope="module")
+def model():
+    tf.keras.utils.set_random_seed(0)
+    # Dropout everywhere: it must be inactive at inference and survive export.
+    return model_lib.build_model(VOCAB, embedding_dim=8, rnn_units=8, rnn_layers=2, attention_units=8,
+                                 dense_units=8, embedding_dropout=0.5, rnn_dropout=0.3, dense_dropout=0.5)
+
+
+def test_outputs_one_logit_and_per_token_attention(model):
+    ids = tf.constant([[3, 4, 5, 0, 0], [6, 7, 8, 9, 10]], tf.int64)
+    outputs = model(ids, training=False)
+    assert outputs[model_lib.LOGIT].shape == (2,)
+    attention = outputs[features.ATTENTION].numpy()
+    assert attention.shape == (2, 5)
+    np.testing.assert_allclose(attention.sum(axis=1), [1.0, 1.0], rtol=1e-5)
+    # Padding gets exactly no attention.
+    assert np.all(attention[0, 3:] == 0.0)
+
+
+def test_prediction_is_the_same_alone_and_padded_in_a_batch_with_a_longer_text(model):
+    short = [3, 4, 5]
+    long_text = list(np.arange(1, VOCAB)) * 4  # 196 tokens
+    alone = model(tf.constant([short], tf.int64), training=False)
+    padded = tf.constant([short + [0] * (len(long_text) - 3), long_text], tf.int64)
+    batched = model(padded, training=False)
+    np.testing.assert_allclose(batched[model_lib.LOGIT][0], alone[model_lib.LOGIT][0], atol=1e-5)
+    np.testing.assert_allclose(batched[features.ATTENTION][0, :3], alone[features.ATTENTION][0], atol=1e-5)
+    # The long text really changes the batch: its own logit differs.
+    assert abs(float(batched[model_lib.LOGIT][1] - batched[model_lib.LOGIT][0])) > 1e-6
+
+
+def test_an_all_padding_row_yields_a_finite_prediction(model):
+    outputs = model(tf.constant([[0, 0, 0]], tf.int64), training=False)
+    assert np.isfinite(outputs[model_lib.LOGIT].numpy()).all()
+
+
+def test_length_batching_groups_similar_lengths_trims_padding_and_loses_nothing():
+    lengths = np.array([9, 1, 5, 2, 8, 3, 7, 4, 6, 10, 2, 3], np.int64)
+    max_len = 12
+    ids = np.zeros((len(lengths), max_len), np.int64)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = np.arange(1, n + 1) + 100 * row
+    labels = (np.arange(len(lengths)) % 2).astype(np.int64)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        {features.TOKEN_IDS: ids, features.LENGTH: lengths, features.TRANSFORMED_LABEL: labels}
+    )
+    batches = list(trainer.length_batched_dataset(dataset, batch_size=3, sort_window_batches=2,
+                                                  shuffle_batches=False, seed=0))
+    seen_rows = []
+    for batch_ids, batch_labels in batches:
+        batch_ids = batch_ids.numpy()
+        batch_lengths = (batch_ids > 0).sum(axis=1)
+        # Trimmed to the longest text in the batch, not to max_len.
+        assert batch_ids.shape[1] == batch_lengths.max()
+        seen_rows += [int(row[0]) // 100 for row in batch_ids]
+        assert list(batch_labels[model_lib.LOGIT].numpy()) == [float(r % 2) for r in seen_rows[-len(batch_ids):]]
+    assert sorted(seen_rows) == list(range(len(lengths)))
+    # Within each window of 6 examples, batches come out sorted by length.
+    first_window = sorted(lengths[:6])
+    assert [int(b.shape[1]) for b, _ in batches[:2]] == [first_window[2], first_window[5]]
+
+
+def test_exported_model_serves_raw_strings_and_tf_examples(tiny_transform, tmp_path):
+    _, tft_output = tiny_transform
+    tf.keras.utils.set_random_seed(0)
+    clf = model_lib.build_model(trainer.embedding_input_dim(tft_output), embedding_dim=8, rnn_units=8,
+                                attention_units=8, dense_units=8, embedding_dropout=0.5, rnn_dropout=0.3,
+                                dense_dropout=0.5)
+    model_lib.compile_model(clf, learning_rate=1e-2, clipnorm=1.0)
+    trainer.export_model(clf, tft_output, str(tmp_path / "export"))
+
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    serve = loaded.signatures[features.SERVING_SIGNATURE]
+    texts = ["good", TINY_TEXTS[3], "", "ünïcödé 🎬 text"]
+    out = serve(text=tf.constant(texts))
+    probability = out[features.PROBABILITY].numpy()
+    assert probability.shape == (4,)
+    assert np.all((probability >= 0) & (probability <= 1))
+    np.testing.assert_array_equal(out[features.PREDICTED_LABEL].numpy(), (probability >= 0.5).astype(np.int64))
+    assert list(out[features.TOKEN_LENGTH].numpy()) == [1, 12, 0, 3]
+    # Dropout is off at serving time: the same request gives the same answer.
+    np.testing.assert_array_equal(serve(text=tf.constant(texts))[features.PROBABILITY].numpy(), probability)
+    # Alone vs. in a batch with a longer text.
+    alone = serve(text=tf.constant(["good"]))[features.PROBABILITY].numpy()[0]
+    np.testing.assert_allclose(alone, probability[0], atol=1e-6)
+
+    examples = [
+        tf.train.Example(features=tf.train.Features(feature={
+            features.TEXT: tf.train.Feature(bytes_list=tf.train.BytesList(value=[t.encode()])),
+            features.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[l])),
+        })).SerializeToString()
+        for t, l in zip(["good", TINY_TEXTS[3]], TINY_LABELS[:2])
+    ]
+    by_example = loaded.signatures[features.TF_EXAMPLE_SIGNATURE](examples=tf.constant(examples))
+    np.testing.assert_allclose(by_example[features.PROBABILITY].numpy(), probability[:2], atol=1e-6)

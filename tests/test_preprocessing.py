@@ -1,0 +1,52 @@
+"""The Transform graph: tokens, vocabulary ids, padding and lengths."""
+
+import numpy as np
+import tensorflow as tf
+
+from models import features, preprocessing
+from tests.conftest import TINY_TEXTS, run_transform
+
+
+def _tokens(text):
+    return [t.decode() for t in preprocessing.tokenize(tf.constant([text]))[0].numpy()]
+
+
+def test_tokenize_lowercases_splits_punctuation_and_drops_html_breaks():
+    assert _tokens("Bad movie.<br /><br />Really BAD!") == ["bad", "movie", ".", "really", "bad", "!"]
+    assert _tokens("I didn't like it;the end") == ["i", "didn't", "like", "it", ";", "the", "end"]
+    assert _tokens("<br/>Élan, naïve<br>") == ["élan", ",", "naïve"]
+    assert _tokens("   ") == []
+
+
+def test_ids_follow_vocabulary_with_zero_padding_and_true_lengths(tiny_transform):
+    transformed, tft_output = tiny_transform
+    vocab = tft_output.vocabulary_by_name(features.VOCABULARY_NAME)
+    vocab = [v.decode() for v in vocab]
+    first = transformed[0]
+    expected_tokens = _tokens(TINY_TEXTS[0])
+    assert first[features.LENGTH] == len(expected_tokens) == 8
+    ids = list(first[features.TOKEN_IDS])
+    assert len(ids) == 12
+    # Vocabulary ids start at 1: id = position in the vocabulary file + 1.
+    assert [vocab[i - 1] for i in ids[:8]] == expected_tokens
+    assert ids[8:] == [features.PADDING_ID] * 4
+    # Most frequent tokens come first in the vocabulary.
+    assert vocab[0] in {"good", "bad", "."}
+
+
+def test_long_texts_are_truncated_to_max_len(tiny_transform):
+    transformed, _ = tiny_transform
+    longest = transformed[3]  # 16 tokens, max_len 12
+    assert longest[features.LENGTH] == 12
+    assert np.all(np.asarray(longest[features.TOKEN_IDS]) > 0)
+
+
+def test_tokens_outside_top_k_share_the_oov_id(tmp_path):
+    texts = ["good good good bad bad rare", "good bad other"]
+    transformed, tft_output = run_transform(texts, [1, 0], vocab_size=2, max_len=8, output_dir=tmp_path)
+    vocab = [v.decode() for v in tft_output.vocabulary_by_name(features.VOCABULARY_NAME)]
+    assert vocab == ["good", "bad"]
+    oov_id = len(vocab) + 1
+    assert list(transformed[0][features.TOKEN_IDS]) == [1, 1, 1, 2, 2, oov_id, 0, 0]
+    assert list(transformed[1][features.TOKEN_IDS]) == [1, 2, oov_id, 0, 0, 0, 0, 0]
+    assert [int(r[features.LABEL]) for r in transformed] == [1, 0]
