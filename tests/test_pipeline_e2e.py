@@ -1,0 +1,127 @@
+"""The whole pipeline on a few hundred rows of real polarity data.
+
+Run 1 uses a gate any model clears: every component must leave its output in
+ML Metadata, and the model must be blessed, pushed, and score raw strings.
+Run 2 reuses the cached upstream work with an impossible gate: the model must
+not be blessed, and the serving directory must keep only the first version.
+"""
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import features
+from pipeline import configs, data_sources, local_runner, run_summary
+
+pytestmark = pytest.mark.e2e
+
+ROWS = 400
+EXPECTED_COMPONENTS = {
+    "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform", "Trainer",
+    "LatestBlessedModelResolver", "Evaluator", "Pusher",
+}
+
+
+@pytest.fixture(scope="module")
+def small_polarity_dir(tmp_path_factory):
+    """The first ROWS rows of the real polarity CSV (rows are pre-shuffled, both classes)."""
+    try:
+        source_dir = data_sources.resolve_data_dir(configs.POLARITY, download=False)
+    except data_sources.DataNotFoundError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"real data not available: {error}")
+    source = source_dir / "polarity" / "rt-polarity.csv.gz"
+    with gzip.open(source, "rt", encoding="utf-8") as f:
+        lines = [next(f) for _ in range(ROWS + 1)]
+    data_dir = tmp_path_factory.mktemp("data")
+    (data_dir / "polarity").mkdir()
+    with gzip.open(data_dir / "polarity" / "rt-polarity.csv.gz", "wt", encoding="utf-8") as f:
+        f.writelines(lines)
+    return data_dir
+
+
+def _config(data_dir: Path, output_dir: Path, min_accuracy: float) -> configs.PipelineConfig:
+    dataset = configs.with_overrides(configs.POLARITY, {
+        "training.epochs": "2",
+        "training.batch_size": "32",
+        "model.embedding_dim": "16",
+        "model.rnn_units": "16",
+        "evaluation.min_accuracy": str(min_accuracy),
+    })
+    return configs.PipelineConfig(dataset=dataset, data_dir=data_dir, output_dir=output_dir)
+
+
+@pytest.fixture(scope="module")
+def runs(small_polarity_dir, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("outputs")
+    blessed_run = local_runner.run(_config(small_polarity_dir, output_dir, min_accuracy=0.0))
+    gated_run = local_runner.run(_config(small_polarity_dir, output_dir, min_accuracy=1.01))
+    return output_dir, blessed_run, gated_run
+
+
+def test_every_component_ran_and_recorded_its_outputs(runs):
+    output_dir, blessed_run, _ = runs
+    assert {c.component for c in blessed_run.components} == EXPECTED_COMPONENTS
+    assert all(c.state == "COMPLETE" for c in blessed_run.components), blessed_run.components
+    store = run_summary.open_store(output_dir / "metadata" / "sentiment-polarity.sqlite")
+    types = {store.get_artifact_types_by_id([a.type_id])[0].name for a in store.get_artifacts()}
+    assert {"Examples", "ExampleStatistics", "Schema", "ExampleAnomalies", "TransformGraph", "Model",
+            "ModelRun", "ModelEvaluation", "ModelBlessing", "PushedModel"} <= types
+    for artifact in store.get_artifacts():
+        assert Path(artifact.uri).exists(), artifact.uri
+
+
+def test_splits_are_disjoint_and_cover_every_row(runs):
+    output_dir, _, _ = runs
+    examples_root = output_dir / "pipelines" / "sentiment-polarity" / "ExampleGen" / "examples"
+    [execution_dir] = list(examples_root.iterdir())
+    ids = {}
+    for split in ("train", "eval", "test"):
+        files = [str(p) for p in (execution_dir / f"Split-{split}").glob("*.gz")]
+        records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+        ids[split] = [tf.train.Example.FromString(r.numpy()).features.feature[features.ID].bytes_list.value[0]
+                      for r in records]
+    all_ids = ids["train"] + ids["eval"] + ids["test"]
+    assert len(all_ids) == len(set(all_ids)) == ROWS
+    # About 80/10/10.
+    assert 0.7 * ROWS < len(ids["train"]) < 0.9 * ROWS
+
+
+def test_low_gate_blesses_and_pushes_a_model_that_scores_raw_strings(runs):
+    output_dir, blessed_run, _ = runs
+    assert blessed_run.blessed is True
+    assert blessed_run.pushed is True
+    assert blessed_run.metrics["example_count"] > 0
+    assert 0.0 <= blessed_run.metrics["binary_accuracy"] <= 1.0
+    pushed = Path(blessed_run.pushed_path)
+    assert pushed.parent == output_dir / "serving" / "sentiment-polarity"
+    assert (pushed / "saved_model.pb").exists()
+
+    serve = tf.saved_model.load(str(pushed)).signatures[features.SERVING_SIGNATURE]
+    out = serve(text=tf.constant(["a gorgeous, witty, moving film", "dull and lifeless", ""]))
+    probability = out[features.PROBABILITY].numpy()
+    assert probability.shape == (3,)
+    assert np.all((probability > 0) & (probability < 1))
+
+    summary_file = output_dir / "pipelines" / "sentiment-polarity" / run_summary.SUMMARY_FILE
+    assert json.loads(summary_file.read_text())["run_id"]
+
+
+def test_impossible_gate_blocks_the_push_and_keeps_the_served_version(runs):
+    output_dir, blessed_run, gated_run = runs
+    assert gated_run.run_id != blessed_run.run_id
+    assert gated_run.blessed is False
+    assert gated_run.pushed is False
+    assert gated_run.pushed_path is None
+    states = {c.component: c.state for c in gated_run.components}
+    # Upstream work is reused from run 1; only the gate and the push ran again.
+    assert states["Trainer"] == "CACHED"
+    assert states["Evaluator"] == "COMPLETE"
+    versions = sorted(p.name for p in (output_dir / "serving" / "sentiment-polarity").iterdir())
+    assert versions == [Path(blessed_run.pushed_path).name]
