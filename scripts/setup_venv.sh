@@ -36,7 +36,7 @@ fi
 echo "Creating $VENV with $PY ($("$PY" --version 2>&1))"
 rm -rf "$VENV"
 "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade "pip==26.3" "setuptools==84.2.1"
+"$VENV/bin/python" -m pip install --quiet --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
 echo "Installing pinned dependencies from requirements.lock (about 5 minutes on a warm pip cache)"
 "$VENV/bin/python" -m pip install --quiet --no-deps -r requirements.lock
 "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
