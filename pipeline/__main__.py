@@ -7,7 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline import configs, data_sources
+import dataclasses
+
+from pipeline import configs, data_sources, runner_profiles
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -52,13 +54,35 @@ def make_parser() -> argparse.ArgumentParser:
                      help="override a dataset config field, e.g. training.epochs=2 or max_len=128")
     run.add_argument("--no-cache", action="store_true", help="re-run components even when inputs are unchanged")
     run.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
+    run.add_argument("--beam-profile", choices=sorted(runner_profiles.PROFILES),
+                     help="where the Beam work runs (pipeline/runner_profiles.py); "
+                     "default: configs.DEFAULT_BEAM_ARGS, i.e. " + runner_profiles.DEFAULT_PROFILE)
+    run.add_argument("--beam-option", action="append", metavar="KEY=VALUE",
+                     help="a setting of the Beam profile, e.g. workers=2, project=..., job_endpoint=host:8099")
+
+    from pipeline import kubeflow_v2_runner  # light: the TFX imports happen when compiling
+
+    kubeflow_v2_runner.add_compile_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    if args.command == "compile":
+        from pipeline import kubeflow_v2_runner
+
+        return kubeflow_v2_runner.compile_command(args)
     if args.command == "run":
         config = build_config(args)
+        if args.beam_profile or args.beam_option:
+            try:
+                beam_args = runner_profiles.beam_pipeline_args(
+                    args.beam_profile or runner_profiles.DEFAULT_PROFILE,
+                    runner_profiles.parse_options(args.beam_option),
+                )
+            except runner_profiles.ProfileError as error:
+                raise SystemExit(f"error: {error}") from None
+            config = dataclasses.replace(config, beam_args=beam_args)
         from pipeline import local_runner  # heavy imports only once the arguments are valid
 
         local_runner.run(config)
