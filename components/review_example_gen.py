@@ -1,113 +1,145 @@
-"""ExampleGen for labelled review text, with splits carved by a stable hash.
+"""ExampleGen for labelled review text: any supported source in, three splits out.
 
-TFX's CsvExampleGen maps one file pattern to one split, or hashes a single
-input into splits. Sentiment datasets need both at once: IMDB keeps its
-official test file and carves a validation slice out of its train file. This
-executor reads each input split's files with a Beam file source and keeps the
-examples whose text hashes into that split's bucket range, so the split is a
-pure function of the data and the config, recorded in the component's
-execution properties.
+The executor reads the source with a Beam pipeline (components/review_sources
+does the parsing), keeps the official split where the source has one, and
+otherwise splits by a stable hash of the text, so the split is a pure
+function of the data and the recorded config, and duplicate texts never
+straddle train and eval. Rows that cannot be parsed fail the run naming
+file and line, or, with `quarantine`, go to a JSON-lines file beside the
+examples; an ingestion report (rows in, examples out per split, rows
+quarantined, test texts also in training) is written beside them too and
+copied onto the Examples artifact, so rows in = rows out + rows quarantined
+can be checked for every run.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
 import hashlib
 import json
 import os
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.io import fileio
+from absl import logging
 from google.protobuf import any_pb2, json_format, struct_pb2
 from tfx.components.example_gen import component as example_gen_component
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
-from tfx.types import standard_component_specs
+from tfx.types import artifact_utils, standard_component_specs
 
+from components import review_sources
 from models import features
 
-BUCKETS_KEY = "split_buckets"
-NUM_BUCKETS_KEY = "num_buckets"
+SPLITS = ("train", "eval", "test")
+NUM_BUCKETS = 100
+REPORT_FILE = "ingestion_report.json"
+QUARANTINE_DIR = "quarantine"
+
+# Keys of the executor's custom config.
+EVAL_PERCENT = "eval_percent"
+TEST_PERCENT = "test_percent"
+QUARANTINE = "quarantine"
+TEXT_COLUMN = "text_column"
+LABEL_COLUMN = "label_column"
 
 
-class DataFormatError(ValueError):
-    """A row that cannot be turned into an example; names the file and line."""
+class RowRejectedError(ValueError):
+    """A row could not be parsed and quarantine is off; names file and line."""
 
 
-def split_bucket(text: str, num_buckets: int) -> int:
+def split_bucket(text: str, num_buckets: int = NUM_BUCKETS) -> int:
     """Stable across runs, machines and Python versions (unlike hash())."""
     digest = hashlib.md5(text.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % num_buckets
 
 
-def make_example(text: str, label: int, example_id: str) -> tf.train.Example:
+def assign_split(review: review_sources.Review, eval_percent: int, test_percent: int) -> str:
+    """The official split where the source has one (eval carved out of train), else by hash."""
+    bucket = split_bucket(review.text)
+    if review.source_split == "test":
+        return "test"
+    if review.source_split == "train":
+        return "train" if bucket < NUM_BUCKETS - eval_percent else "eval"
+    if bucket < NUM_BUCKETS - eval_percent - test_percent:
+        return "train"
+    return "eval" if bucket < NUM_BUCKETS - test_percent else "test"
+
+
+def to_example(review: review_sources.Review) -> tf.train.Example:
     def bytes_feature(value: str) -> tf.train.Feature:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
 
-    return tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                features.TEXT: bytes_feature(text),
-                features.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-                features.ID: bytes_feature(example_id),
-            }
-        )
-    )
+    def int_feature(value: int) -> tf.train.Feature:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+    feature = {
+        features.TEXT: bytes_feature(review.text),
+        features.LABEL: int_feature(review.label),
+        features.ID: bytes_feature(review.id),
+        # Lets the schema bound text length and reject empty or blank text.
+        features.NUM_CHARS: int_feature(len(review.text.strip())),
+    }
+    if review.rating is not None:
+        feature[features.RATING] = int_feature(review.rating)
+    return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def read_labelled_csv(lines: Iterable[str], source_name: str) -> Iterator[tuple[str, int, str]]:
-    """Yields (text, label, id) from a CSV with a `text,label` header.
+class _ReadSource(beam.DoFn):
+    REJECTED = "rejected"
 
-    The id is `<file>:<line>` so every example can be traced to its source row.
-    """
-    reader = csv.reader(lines)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise DataFormatError(f"{source_name}: file is empty (expected a header line)") from None
-    columns = {name.strip(): index for index, name in enumerate(header)}
-    missing = [name for name in (features.TEXT, features.LABEL) if name not in columns]
-    if missing:
-        raise DataFormatError(f"{source_name}:1: header {header} lacks column(s) {missing}")
-    text_index, label_index = columns[features.TEXT], columns[features.LABEL]
-    for row in reader:
-        line = reader.line_num
-        if len(row) != len(header):
-            raise DataFormatError(f"{source_name}:{line}: expected {len(header)} columns, found {len(row)}")
-        raw_label = row[label_index].strip()
-        try:
-            label = int(raw_label)
-        except ValueError:
-            raise DataFormatError(f"{source_name}:{line}: label {raw_label!r} is not an integer") from None
-        yield row[text_index], label, f"{source_name}:{line}"
+    def __init__(self, text_column: str, label_column: str, quarantine: bool):
+        self._columns = (text_column, label_column)
+        self._quarantine = quarantine
+
+    def process(self, path: str) -> Iterator[Any]:
+        for row in review_sources.read(path, *self._columns):
+            if isinstance(row, review_sources.Rejected):
+                if not self._quarantine:
+                    raise RowRejectedError(
+                        f"{row.id}: {row.reason}. Fix the row, or re-run with --quarantine to set "
+                        "such rows aside and train on the rest"
+                    )
+                yield beam.pvalue.TaggedOutput(self.REJECTED, row._asdict())
+            else:
+                yield row
 
 
-def _read_file(readable_file: fileio.ReadableFile) -> Iterator[tuple[str, int, str]]:
-    path = readable_file.metadata.path
-    with readable_file.open() as raw:
-        # Beam's compressed file objects are not io.IOBase, so decode line by line.
-        lines = codecs.iterdecode(iter(raw.readline, b""), "utf-8")
-        yield from read_labelled_csv(lines, os.path.basename(path))
+def _count(pcoll, key: str):
+    return pcoll | f"Count[{key}]" >> beam.combiners.Count.Globally() | f"Key[{key}]" >> beam.Map(lambda n: (key, n))
+
+
+def _write_report(counts: dict[str, int], path: str) -> None:
+    report = {
+        "rows_in": counts["reviews"] + counts["rejected"],
+        "examples_out": sum(counts[f"split:{split}"] for split in SPLITS),
+        "rows_quarantined": counts["rejected"],
+        "examples_per_split": {split: counts[f"split:{split}"] for split in SPLITS},
+        "test_texts_in_training": counts["leaked"],
+    }
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(report, f, indent=2, sort_keys=True)
 
 
 @beam.ptransform_fn
-def _ReadSplit(pipeline, input_base: str, pattern: str, bucket_range: tuple[int, int], num_buckets: int):
-    lo, hi = bucket_range
+def _LeakedTestExamples(splits):
+    """Test examples whose exact text also appears in train or eval."""
 
-    def in_split(row: tuple[str, int, str]) -> bool:
-        return lo <= split_bucket(row[0], num_buckets) < hi
+    def text_key(example: tf.train.Example) -> str:
+        return hashlib.md5(example.features.feature[features.TEXT].bytes_list.value[0]).hexdigest()
 
+    training_texts = (
+        (splits["train"], splits["eval"])
+        | "TrainingSplits" >> beam.Flatten()
+        | "TrainingKeys" >> beam.Map(lambda e: (text_key(e), None))
+        | "DistinctTraining" >> beam.Distinct()
+    )
+    test_texts = splits["test"] | "TestKeys" >> beam.Map(lambda e: (text_key(e), 1))
     return (
-        pipeline
-        | "Match" >> fileio.MatchFiles(os.path.join(input_base, pattern))
-        | "Open" >> fileio.ReadMatches()
-        | "Parse" >> beam.FlatMap(_read_file)
-        | "KeepBuckets" >> beam.Filter(in_split)
-        | "ToExample" >> beam.MapTuple(make_example)
+        {"training": training_texts, "test": test_texts}
+        | "Join" >> beam.CoGroupByKey()
+        | "Leaked" >> beam.FlatMap(lambda kv: kv[1]["test"] if kv[1]["training"] else [])
     )
 
 
@@ -134,34 +166,88 @@ class Executor(BaseExampleGenExecutor):
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         raise NotImplementedError("splits are built in GenerateExamplesByBeam")
 
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
+        self._output_uri = examples.uri
+        super().Do(input_dict, output_dict, exec_properties)
+        with tf.io.gfile.GFile(os.path.join(examples.uri, REPORT_FILE)) as f:
+            report = json.load(f)
+        for key in ("rows_in", "examples_out", "rows_quarantined", "test_texts_in_training"):
+            examples.set_int_custom_property(key, report[key])
+        logging.info("Ingestion report: %s", report)
+        if report["rows_quarantined"]:
+            logging.warning("%d rows could not be parsed and were quarantined under %s",
+                            report["rows_quarantined"], os.path.join(examples.uri, QUARANTINE_DIR))
+        if report["test_texts_in_training"]:
+            logging.warning("train/test leakage: %d test examples have a text that is also in training",
+                            report["test_texts_in_training"])
+
     def GenerateExamplesByBeam(self, pipeline, exec_properties):
         input_config = example_gen_pb2.Input()
         json_format.Parse(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
-        custom = decode_custom_config(exec_properties)
-        num_buckets = int(custom.get(NUM_BUCKETS_KEY, 1))
-        buckets = custom.get(BUCKETS_KEY, {})
-        splits = {}
-        for split in input_config.splits:
-            bucket_range = tuple(int(b) for b in buckets.get(split.name, (0, num_buckets)))
-            splits[split.name] = pipeline | f"ReadSplit[{split.name}]" >> _ReadSplit(
-                exec_properties[standard_component_specs.INPUT_BASE_KEY],
-                split.pattern,
-                bucket_range,
-                num_buckets,
-            )
+        patterns = {split.pattern for split in input_config.splits}
+        if len(patterns) != 1 or {s.name for s in input_config.splits} != set(SPLITS):
+            raise ValueError(f"expected splits {SPLITS} over one source, got {input_config}")
+        config = decode_custom_config(exec_properties)
+        eval_percent, test_percent = int(config.get(EVAL_PERCENT, 10)), int(config.get(TEST_PERCENT, 10))
+
+        source = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], patterns.pop())
+        paths = sorted(tf.io.gfile.glob(source))
+        if not paths:
+            raise FileNotFoundError(f"no input matches {source}")
+        rows = (
+            pipeline
+            | "Sources" >> beam.Create(paths)
+            | "Read" >> beam.ParDo(
+                _ReadSource(config.get(TEXT_COLUMN, review_sources.TEXT_COLUMN),
+                            config.get(LABEL_COLUMN, review_sources.LABEL_COLUMN),
+                            bool(config.get(QUARANTINE, False)))
+            ).with_outputs(_ReadSource.REJECTED, main="reviews")
+        )
+        by_split = rows.reviews | "AssignSplit" >> beam.Partition(
+            lambda review, _: SPLITS.index(assign_split(review, eval_percent, test_percent)), len(SPLITS)
+        )
+        splits = {
+            name: by_split[index] | f"ToExample[{name}]" >> beam.Map(to_example)
+            for index, name in enumerate(SPLITS)
+        }
+
+        _ = (
+            rows.rejected
+            | "QuarantineJson" >> beam.Map(lambda row: json.dumps(row, ensure_ascii=False))
+            | "WriteQuarantine" >> beam.io.WriteToText(
+                os.path.join(self._output_uri, QUARANTINE_DIR, "rows"), file_name_suffix=".jsonl",
+                shard_name_template="", num_shards=1)
+        )
+        counts = [_count(rows.reviews, "reviews"), _count(rows.rejected, "rejected"),
+                  _count(splits | "Leakage" >> _LeakedTestExamples(), "leaked")]
+        counts += [_count(splits[name], f"split:{name}") for name in SPLITS]
+        _ = (
+            counts
+            | "AllCounts" >> beam.Flatten()
+            | "CountsToDict" >> beam.combiners.ToDict()
+            | "WriteReport" >> beam.Map(_write_report, os.path.join(self._output_uri, REPORT_FILE))
+        )
         return splits
 
 
 def ReviewExampleGen(
-    input_base: str, split_sources: Mapping[str, str], split_buckets: Mapping[str, tuple[int, int]], num_buckets: int
+    input_base: str,
+    source: str,
+    eval_percent: int,
+    test_percent: int,
+    quarantine: bool = False,
+    text_column: str = review_sources.TEXT_COLUMN,
+    label_column: str = review_sources.LABEL_COLUMN,
 ):
-    """A FileBasedExampleGen whose splits are (file pattern, hash-bucket range) pairs."""
+    """A FileBasedExampleGen over one source (file, archive, folder or glob) under input_base."""
     input_config = example_gen_pb2.Input(
-        splits=[example_gen_pb2.Input.Split(name=name, pattern=pattern) for name, pattern in split_sources.items()]
+        splits=[example_gen_pb2.Input.Split(name=name, pattern=source) for name in SPLITS]
     )
-    custom_config = encode_custom_config(
-        {NUM_BUCKETS_KEY: num_buckets, BUCKETS_KEY: {name: list(r) for name, r in split_buckets.items()}}
-    )
+    custom_config = encode_custom_config({
+        EVAL_PERCENT: eval_percent, TEST_PERCENT: test_percent, QUARANTINE: quarantine,
+        TEXT_COLUMN: text_column, LABEL_COLUMN: label_column,
+    })
     return example_gen_component.FileBasedExampleGen(
         input_base=input_base,
         input_config=input_config,

@@ -8,6 +8,8 @@ stage no longer writes.
 TEXT = "text"
 LABEL = "label"
 ID = "id"  # "<file>:<line>", traces an example to its source; not a model input.
+NUM_CHARS = "num_chars"  # characters of the stripped text; lets the schema bound length.
+RATING = "rating"  # the star rating, where the source has one (IMDB); not a model input.
 
 # Transformed features, as Transform writes them.
 TOKEN_IDS = "token_ids"  # int64[max_len]: vocabulary ids, 0 = padding.

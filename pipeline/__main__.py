@@ -29,14 +29,16 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     try:
-        data_dir = data_sources.resolve_data_dir(dataset, args.data_dir, download=not args.no_download)
+        input_path = data_sources.resolve_input(dataset, args.input, args.data_dir, download=not args.no_download)
     except data_sources.DataNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
     return configs.PipelineConfig(
         dataset=dataset,
-        data_dir=data_dir,
+        input_path=input_path,
         output_dir=Path(args.output_dir).resolve() if args.output_dir else configs.default_output_dir(),
         enable_cache=not args.no_cache,
+        quarantine=args.quarantine,
+        allowed_anomalies=tuple(args.allow_anomaly or ()),
     )
 
 
@@ -46,6 +48,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the pipeline locally (Beam DirectRunner, SQLite metadata)")
     run.add_argument("--dataset", choices=sorted(configs.DATASETS), default=configs.DEFAULT_DATASET)
+    run.add_argument("--input", help="read this instead of the dataset's default source: a CSV/TSV[.gz] with a "
+                     "text,label header, or an aclImdb / rt-polaritydata archive or folder")
     run.add_argument("--data-dir", help=f"directory holding <dataset>/ files (default: ${data_sources.DATA_DIR_ENV}, "
                      "then ../shared/data, then a download)")
     run.add_argument("--output-dir", help="where pipeline outputs, metadata and served models go "
@@ -54,6 +58,11 @@ def make_parser() -> argparse.ArgumentParser:
                      help="override a dataset config field, e.g. training.epochs=2 or max_len=128")
     run.add_argument("--no-cache", action="store_true", help="re-run components even when inputs are unchanged")
     run.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
+    run.add_argument("--quarantine", action="store_true",
+                     help="set rows that cannot be parsed aside (counted, written beside the examples) "
+                     "instead of failing the run")
+    run.add_argument("--allow-anomaly", action="append", metavar="FEATURE[:ANOMALY_TYPE]",
+                     help="accept a data anomaly on purpose, e.g. num_chars or num_chars:INT_TYPE_BIG_INT")
     run.add_argument("--beam-profile", choices=sorted(runner_profiles.PROFILES),
                      help="where the Beam work runs (pipeline/runner_profiles.py); "
                      "default: configs.DEFAULT_BEAM_ARGS, i.e. " + runner_profiles.DEFAULT_PROFILE)
@@ -85,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             config = dataclasses.replace(config, beam_args=beam_args)
         from pipeline import local_runner  # heavy imports only once the arguments are valid
 
-        local_runner.run(config)
+        try:
+            local_runner.run(config)
+        except local_runner.PipelineFailed as failure:
+            print(f"\n{failure}", file=sys.stderr, flush=True)
+            return 1
     return 0
 
 

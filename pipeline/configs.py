@@ -20,24 +20,6 @@ MODELS_ROOT = PROJECT_ROOT / "models"
 TRANSFORM_MODULE_FILE = MODELS_ROOT / "preprocessing.py"
 TRAINER_MODULE_FILE = MODELS_ROOT / "trainer.py"
 
-# Examples are assigned to splits by a stable hash of their id into this many
-# buckets, so the split is a pure function of the data (see SplitSpec).
-NUM_SPLIT_BUCKETS = 100
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitSpec:
-    """One output split: which source file it reads and which hash buckets it keeps.
-
-    `buckets` is a half-open range [lo, hi) out of NUM_SPLIT_BUCKETS. A file
-    can feed several splits with disjoint ranges (IMDB train -> train + eval).
-    """
-
-    name: str
-    source: str
-    buckets: tuple[int, int] = (0, NUM_SPLIT_BUCKETS)
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     embedding_dim: int = 64
@@ -76,18 +58,21 @@ class EvaluationConfig:
 @dataclasses.dataclass(frozen=True)
 class DatasetConfig:
     name: str
-    # Directory under the data dir that holds the files named in `splits`.
-    subdir: str
-    splits: tuple[SplitSpec, ...]
+    # Where the data is, relative to the data directory, in order of preference:
+    # the first that exists is read. Each may be an aclImdb or rt-polaritydata
+    # archive or folder, or a CSV/TSV file or glob (see components/review_sources).
+    sources: tuple[str, ...]
     vocab_size: int
     max_len: int
     model: ModelConfig
     training: TrainingConfig
     evaluation: EvaluationConfig
-    # Which split each stage uses.
-    train_split: str = "train"
-    eval_split: str = "eval"
-    test_split: str = "test"
+    # Splits (see components/review_example_gen.assign_split): a source with an
+    # official train/test split keeps it and holds `eval_percent` of train out
+    # for early stopping; any other source is split train/eval/test by a
+    # stable hash of the text, with these percentages for eval and test.
+    eval_percent: int = 10
+    test_percent: int = 10
 
     @property
     def schema_dir(self) -> Path:
@@ -96,13 +81,7 @@ class DatasetConfig:
 
 POLARITY = DatasetConfig(
     name="polarity",
-    subdir="polarity",
-    # No official split: a deterministic 80/10/10 by hash of the example id.
-    splits=(
-        SplitSpec("train", "rt-polarity.csv.gz", (0, 80)),
-        SplitSpec("eval", "rt-polarity.csv.gz", (80, 90)),
-        SplitSpec("test", "rt-polarity.csv.gz", (90, 100)),
-    ),
+    sources=("polarity/rt-polaritydata.tar.gz", "polarity/rt-polaritydata", "polarity/rt-polarity.csv.gz"),
     vocab_size=20_000,
     max_len=64,
     model=ModelConfig(
@@ -119,14 +98,9 @@ POLARITY = DatasetConfig(
 
 IMDB = DatasetConfig(
     name="imdb",
-    subdir="imdb",
-    # The official split: train for training with a fixed 10% held out for
-    # early stopping, and the official test set only for evaluation.
-    splits=(
-        SplitSpec("train", "train.csv.gz", (0, 90)),
-        SplitSpec("eval", "train.csv.gz", (90, 100)),
-        SplitSpec("test", "test.csv.gz", (0, 100)),
-    ),
+    # The official archive (or this project's labelled-only copy of it), else
+    # the train/test CSVs: all keep the official 25k/25k split.
+    sources=("imdb/aclImdb_v1_labeled.tar.gz", "imdb/aclImdb_v1.tar.gz", "imdb/aclImdb", "imdb/*.csv.gz"),
     vocab_size=20_000,
     max_len=400,
     model=ModelConfig(
@@ -157,11 +131,16 @@ DEFAULT_BEAM_ARGS: tuple[str, ...] = (
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     dataset: DatasetConfig
-    data_dir: Path
+    # The source ExampleGen reads: a file, archive, folder or glob.
+    input_path: Path
     # Everything a run writes lives under here: pipeline root, metadata, serving.
     output_dir: Path
     beam_args: tuple[str, ...] = DEFAULT_BEAM_ARGS
     enable_cache: bool = True
+    # Set unparseable rows aside (and count them) instead of failing the run.
+    quarantine: bool = False
+    # Anomalies accepted on purpose: "feature" or "feature:ANOMALY_TYPE".
+    allowed_anomalies: tuple[str, ...] = ()
 
     @property
     def pipeline_name(self) -> str:
@@ -180,9 +159,6 @@ class PipelineConfig:
     def serving_dir(self) -> Path:
         return self.output_dir / "serving" / self.pipeline_name
 
-    @property
-    def dataset_dir(self) -> Path:
-        return self.data_dir / self.dataset.subdir
 
 
 def default_output_dir() -> Path:

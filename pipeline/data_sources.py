@@ -1,34 +1,28 @@
 """Where the datasets come from: a data directory, or a checked download.
 
-Resolution order: --data-dir, then $SENTIMENT_DATA_DIR, then ../shared/data
-next to the project (when present), then a download of the official archive
-into a cache directory, verified by sha256 and converted to the same CSV
-layout the rest of the pipeline reads.
+Resolution order: --input (any supported file, archive or folder), then
+--data-dir, then $SENTIMENT_DATA_DIR, then ../shared/data next to the project
+(when present), then a download of the official archive into a cache
+directory, verified by sha256. Inside a data directory the dataset config's
+`sources` are tried in order.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
+import glob
 import hashlib
 import os
-import re
 import shutil
-import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from pipeline import configs
 
 DATA_DIR_ENV = "SENTIMENT_DATA_DIR"
 CACHE_DIR_ENV = "SENTIMENT_CACHE_DIR"
 SHARED_DATA_DIR = configs.PROJECT_ROOT.parent / "shared" / "data"
-
-Row = tuple[str, int]
 
 
 class DataNotFoundError(RuntimeError):
@@ -39,43 +33,20 @@ class DataNotFoundError(RuntimeError):
 class Download:
     url: str
     sha256: str
-    # Turns the downloaded archive into {csv file name: rows}.
-    to_csv_files: Callable[[Path], dict[str, list[Row]]]
-
-
-def _imdb_rows(archive: Path) -> dict[str, list[Row]]:
-    pattern = re.compile(r"aclImdb/(train|test)/(pos|neg)/\d+_\d+\.txt$")
-    rows: dict[str, list[Row]] = {"train.csv.gz": [], "test.csv.gz": []}
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar:
-            match = pattern.search(member.name)
-            if not match or not member.isfile():
-                continue
-            text = tar.extractfile(member).read().decode("utf-8")
-            rows[f"{match.group(1)}.csv.gz"].append((text, int(match.group(2) == "pos")))
-    return rows
-
-
-def _polarity_rows(archive: Path) -> dict[str, list[Row]]:
-    rows: list[Row] = []
-    with tarfile.open(archive, "r:gz") as tar:
-        for polarity, label in (("neg", 0), ("pos", 1)):
-            data = tar.extractfile(f"rt-polaritydata/rt-polarity.{polarity}").read()
-            # The Cornell files are Windows-1252, not UTF-8.
-            rows.extend((line, label) for line in data.decode("cp1252").split("\n") if line)
-    return {"rt-polarity.csv.gz": rows}
+    # Where the archive is kept, relative to the cache dir; one of the dataset's sources.
+    relative_path: str
 
 
 DOWNLOADS: dict[str, Download] = {
     "imdb": Download(
         url="https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
         sha256="c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe",
-        to_csv_files=_imdb_rows,
+        relative_path="imdb/aclImdb_v1.tar.gz",
     ),
     "polarity": Download(
         url="https://www.cs.cornell.edu/people/pabo/movie-review-data/rt-polaritydata.tar.gz",
         sha256="a05befe52aafda71d458d188a1c54506a998b1308613ba76bbda2e5029409ce9",
-        to_csv_files=_polarity_rows,
+        relative_path="polarity/rt-polaritydata.tar.gz",
     ),
 }
 
@@ -84,43 +55,46 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV, Path.home() / ".cache" / "sentiment-pipeline"))
 
 
-def required_files(dataset: configs.DatasetConfig) -> list[str]:
-    return sorted({split.source for split in dataset.splits})
+def find_source(data_dir: Path, dataset: configs.DatasetConfig) -> Path | None:
+    """The first of the dataset's sources that exists under data_dir."""
+    for source in dataset.sources:
+        if glob.glob(str(data_dir / source)):
+            return data_dir / source
+    return None
 
 
-def missing_files(data_dir: Path, dataset: configs.DatasetConfig) -> list[Path]:
-    return [data_dir / dataset.subdir / name for name in required_files(dataset)
-            if not (data_dir / dataset.subdir / name).exists()]
-
-
-def resolve_data_dir(
+def resolve_input(
     dataset: configs.DatasetConfig,
+    input_path: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
     cache_dir: Path | None = None,
 ) -> Path:
-    """Returns a directory holding the dataset's files, downloading them if allowed."""
+    """Returns the source ExampleGen reads, downloading it if allowed."""
+    if input_path:
+        path = Path(input_path).expanduser().resolve()
+        if not glob.glob(str(path)):
+            raise DataNotFoundError(f"--input {path} does not exist")
+        return path
     explicit = data_dir or os.environ.get(DATA_DIR_ENV)
     if explicit:
         path = Path(explicit).expanduser().resolve()
-        missing = missing_files(path, dataset)
-        if missing:
+        source = find_source(path, dataset)
+        if source is None:
             raise DataNotFoundError(
-                f"data directory {path} lacks {', '.join(str(m) for m in missing)} "
-                f"(expected {dataset.subdir}/{{{', '.join(required_files(dataset))}}})"
+                f"data directory {path} holds none of {', '.join(dataset.sources)}"
             )
-        return path
-    if SHARED_DATA_DIR.is_dir() and not missing_files(SHARED_DATA_DIR, dataset):
-        return SHARED_DATA_DIR
-    cache_dir = cache_dir or default_cache_dir()
-    if not missing_files(cache_dir, dataset):
-        return cache_dir
+        return source
+    for directory in (SHARED_DATA_DIR, cache_dir or default_cache_dir()):
+        source = find_source(directory, dataset) if directory.is_dir() else None
+        if source is not None:
+            return source
     if not download:
         raise DataNotFoundError(
-            f"no data for {dataset.name!r}: pass --data-dir, set ${DATA_DIR_ENV}, or allow the download"
+            f"no data for {dataset.name!r}: pass --input or --data-dir, set ${DATA_DIR_ENV}, or allow the download"
         )
-    download_dataset(dataset, cache_dir)
-    return cache_dir
+    source = DOWNLOADS[dataset.name]
+    return fetch(source.url, source.sha256, (cache_dir or default_cache_dir()) / source.relative_path)
 
 
 def sha256_of(path: Path) -> str:
@@ -153,21 +127,3 @@ def fetch(url: str, sha256: str, destination: Path) -> Path:
         raise DataNotFoundError(f"{url}: sha256 {actual} does not match the expected {sha256}")
     partial.replace(destination)
     return destination
-
-
-def write_csv_gz(path: Path, rows: Iterator[Row] | list[Row]) -> None:
-    """The same layout as the shared data: gzip CSV, header text,label, one row a line."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        with gzip.open(tmp, "wt", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["text", "label"])
-            writer.writerows(rows)
-    Path(tmp.name).replace(path)
-
-
-def download_dataset(dataset: configs.DatasetConfig, cache_dir: Path) -> None:
-    source = DOWNLOADS[dataset.name]
-    archive = fetch(source.url, source.sha256, cache_dir / "archives" / Path(source.url).name)
-    for name, rows in source.to_csv_files(archive).items():
-        write_csv_gz(cache_dir / dataset.subdir / name, rows)

@@ -6,6 +6,7 @@ of components is built here once.
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -14,12 +15,14 @@ import tensorflow_model_analysis as tfma  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 from tfx.proto import transform_pb2  # noqa: E402
 
-from components.review_example_gen import ReviewExampleGen  # noqa: E402
+from components.review_example_gen import SPLITS, ReviewExampleGen  # noqa: E402
+from components.validation_gate import DataValidationGate  # noqa: E402
 from models import features  # noqa: E402
 from pipeline import configs  # noqa: E402
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
+TRAIN, EVAL, TEST = SPLITS
 
 
 def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
@@ -60,13 +63,13 @@ def create_pipeline(
     metadata_connection_config=None,
 ) -> tfx.dsl.Pipeline:
     dataset = config.dataset
-    split_names = [split.name for split in dataset.splits]
 
     example_gen = ReviewExampleGen(
-        input_base=str(config.dataset_dir),
-        split_sources={split.name: split.source for split in dataset.splits},
-        split_buckets={split.name: split.buckets for split in dataset.splits},
-        num_buckets=configs.NUM_SPLIT_BUCKETS,
+        input_base=str(config.input_path.parent),
+        source=config.input_path.name,
+        eval_percent=dataset.eval_percent,
+        test_percent=dataset.test_percent,
+        quarantine=config.quarantine,
     ).with_id("ExampleGen")
 
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
@@ -78,22 +81,31 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
     )
 
+    # ExampleValidator only records anomalies; the gate stops the run on them.
+    validation_gate = DataValidationGate(
+        anomalies=example_validator.outputs["anomalies"],
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        allowed_anomalies=json.dumps(sorted(config.allowed_anomalies)),
+    )
+
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         # The vocabulary is learnt from training text only.
-        splits_config=transform_pb2.SplitsConfig(analyze=[dataset.train_split], transform=split_names),
+        splits_config=transform_pb2.SplitsConfig(analyze=[TRAIN], transform=list(SPLITS)),
         custom_config=configs.transform_custom_config(dataset),
     )
+    transform.add_upstream_node(validation_gate)
 
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=[dataset.train_split]),
-        eval_args=tfx.proto.EvalArgs(splits=[dataset.eval_split]),
+        train_args=tfx.proto.TrainArgs(splits=[TRAIN]),
+        eval_args=tfx.proto.EvalArgs(splits=[EVAL]),
         custom_config=configs.trainer_hyperparameters(dataset),
     )
 
@@ -108,7 +120,7 @@ def create_pipeline(
         model=trainer.outputs["model"],
         baseline_model=latest_blessed_model.outputs["model"],
         eval_config=make_eval_config(dataset),
-        example_splits=[dataset.test_split],
+        example_splits=[TEST],
     )
 
     pusher = tfx.components.Pusher(
@@ -127,6 +139,7 @@ def create_pipeline(
             statistics_gen,
             schema_gen,
             example_validator,
+            validation_gate,
             transform,
             trainer,
             latest_blessed_model,

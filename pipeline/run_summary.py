@@ -14,6 +14,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 SUMMARY_FILE = "run_summary.json"
+INGESTION_KEYS = ("rows_in", "examples_out", "rows_quarantined", "test_texts_in_training")
 _STATE_NAMES = {
     value: name for name, value in metadata_store_pb2.Execution.State.items()
 }
@@ -32,6 +33,8 @@ class RunSummary:
     run_id: str
     components: list[ComponentRun] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    # Rows in, examples out, rows quarantined, test texts also in training.
+    ingestion: dict[str, int] = field(default_factory=dict)
     blessed: bool | None = None
     pushed: bool = False
     pushed_path: str | None = None
@@ -48,6 +51,11 @@ class RunSummary:
         for run in self.components:
             lines.append(f"  {run.component:<30} {run.state:<10} {run.wall_time_s:8.1f} s")
         lines.append(f"  {'total':<30} {'':<10} {self.total_wall_time_s:8.1f} s")
+        if self.ingestion:
+            lines.append("  ingestion: " + ", ".join(f"{k}={v}" for k, v in sorted(self.ingestion.items())))
+            if self.ingestion.get("test_texts_in_training"):
+                lines.append(f"  WARNING: {self.ingestion['test_texts_in_training']} test examples have a text "
+                             "that is also in training (train/test leakage)")
         if self.metrics:
             lines.append("  test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(self.metrics.items())))
         lines.append(f"  blessed: {self.blessed}")
@@ -150,6 +158,11 @@ def summarize_run(metadata_path: Path, pipeline_name: str, run_id: str | None = 
             elif kind == "PushedModel":
                 summary.pushed = _custom_int(artifact, "pushed") == 1
                 summary.pushed_path = _custom_str(artifact, "pushed_destination") if summary.pushed else None
+            elif kind == "Examples" and component.startswith("ExampleGen"):
+                summary.ingestion = {
+                    key: value.int_value for key, value in artifact.custom_properties.items()
+                    if key in INGESTION_KEYS
+                }
             elif kind == "ExampleAnomalies":
                 summary.anomalies_uri = artifact.uri
     if executions:

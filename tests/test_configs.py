@@ -23,7 +23,7 @@ def test_overrides_parse_to_field_types_and_leave_the_original_alone():
     ("training.epoch", "2", "unknown config field 'training.epoch'"),
     ("training.epochs", "two", "training.epochs='two' is not a valid int"),
     ("model.bidirectional", "maybe", "is not a valid bool"),
-    ("splits", "x", "cannot be set from the command line"),
+    ("sources", "x", "cannot be set from the command line"),
     ("max_len.x", "1", "has no fields"),
 ])
 def test_bad_overrides_fail_with_a_clear_message(key, value, message):
@@ -32,23 +32,18 @@ def test_bad_overrides_fail_with_a_clear_message(key, value, message):
 
 
 def test_pipeline_names_are_valid_kubeflow_names_and_paths_derive_from_output_dir(tmp_path):
-    config = configs.PipelineConfig(dataset=configs.IMDB, data_dir=tmp_path / "data", output_dir=tmp_path)
+    config = configs.PipelineConfig(dataset=configs.IMDB, input_path=tmp_path / "data.csv", output_dir=tmp_path)
     assert config.pipeline_name == "sentiment-imdb"
     assert config.pipeline_root == tmp_path / "pipelines" / "sentiment-imdb"
     assert config.metadata_path.parent == tmp_path / "metadata"
     assert config.serving_dir == tmp_path / "serving" / "sentiment-imdb"
 
 
-def test_split_bucket_ranges_partition_every_dataset():
+def test_every_dataset_has_a_schema_and_sensible_split_percentages():
     for dataset in configs.DATASETS.values():
-        by_source = {}
-        for split in dataset.splits:
-            by_source.setdefault(split.source, []).append(split.buckets)
-        for ranges in by_source.values():
-            covered = sorted(b for lo, hi in ranges for b in range(lo, hi))
-            assert covered == list(range(configs.NUM_SPLIT_BUCKETS)), dataset.name
-        assert {dataset.train_split, dataset.eval_split, dataset.test_split} == {s.name for s in dataset.splits}
         assert (dataset.schema_dir / "schema.pbtxt").exists()
+        assert 0 < dataset.eval_percent and 0 < dataset.test_percent
+        assert dataset.eval_percent + dataset.test_percent < 50
 
 
 def test_cli_defaults_to_polarity_and_rejects_unknown_datasets(capsys):

@@ -1,7 +1,5 @@
-"""Data directory resolution and the checked download, exercised offline with file:// URLs."""
+"""Input resolution and the checked download, exercised offline with file:// URLs."""
 
-import csv
-import gzip
 import hashlib
 import io
 import tarfile
@@ -11,57 +9,63 @@ import pytest
 from pipeline import configs, data_sources
 
 
-def _write_polarity(data_dir):
-    data_sources.write_csv_gz(data_dir / "polarity" / "rt-polarity.csv.gz", [("fine", 1), ("poor", 0)])
-
-
-def test_explicit_data_dir_wins_over_environment(tmp_path, monkeypatch):
-    explicit, from_env = tmp_path / "explicit", tmp_path / "env"
-    _write_polarity(explicit)
-    _write_polarity(from_env)
-    monkeypatch.setenv(data_sources.DATA_DIR_ENV, str(from_env))
-    assert data_sources.resolve_data_dir(configs.POLARITY, explicit) == explicit.resolve()
-    assert data_sources.resolve_data_dir(configs.POLARITY) == from_env.resolve()
-
-
-def test_a_data_dir_without_the_files_names_what_is_missing(tmp_path):
-    with pytest.raises(data_sources.DataNotFoundError, match=r"lacks .*imdb/test\.csv\.gz"):
-        data_sources.resolve_data_dir(configs.IMDB, tmp_path)
-
-
-def test_no_data_and_no_download_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.delenv(data_sources.DATA_DIR_ENV, raising=False)
-    monkeypatch.setattr(data_sources, "SHARED_DATA_DIR", tmp_path / "absent")
-    with pytest.raises(data_sources.DataNotFoundError, match="pass --data-dir"):
-        data_sources.resolve_data_dir(configs.POLARITY, download=False, cache_dir=tmp_path / "cache")
-
-
 def _polarity_archive(path):
-    """A small rt-polaritydata.tar.gz with the official layout and cp1252 bytes."""
-    files = {"rt-polaritydata/rt-polarity.pos": b"a gem \x96 truly .\nwarm and funny\n",
-             "rt-polaritydata/rt-polarity.neg": b"a mess \x85 \n"}
+    """A small rt-polaritydata.tar.gz with the official layout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz") as tar:
-        for name, data in files.items():
+        for name, data in {"rt-polaritydata/rt-polarity.pos": b"a gem\n",
+                           "rt-polaritydata/rt-polarity.neg": b"a mess\n"}.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_download_checks_sha256_and_converts_the_archive(tmp_path, monkeypatch):
-    archive = tmp_path / "rt-polaritydata.tar.gz"
-    sha = _polarity_archive(archive)
-    source = data_sources.DOWNLOADS["polarity"]
-    monkeypatch.setitem(data_sources.DOWNLOADS, "polarity",
-                        data_sources.Download(archive.as_uri(), sha, source.to_csv_files))
+@pytest.fixture
+def no_default_data(tmp_path, monkeypatch):
     monkeypatch.delenv(data_sources.DATA_DIR_ENV, raising=False)
     monkeypatch.setattr(data_sources, "SHARED_DATA_DIR", tmp_path / "absent")
 
+
+def test_input_wins_then_data_dir_then_environment(tmp_path, monkeypatch):
+    explicit, from_env = tmp_path / "explicit", tmp_path / "env"
+    _polarity_archive(explicit / "polarity" / "rt-polaritydata.tar.gz")
+    (from_env / "polarity").mkdir(parents=True)
+    (from_env / "polarity" / "rt-polarity.csv.gz").write_bytes(b"")
+    monkeypatch.setenv(data_sources.DATA_DIR_ENV, str(from_env))
+    own = tmp_path / "mine.csv"
+    own.write_text("text,label\n")
+    assert data_sources.resolve_input(configs.POLARITY, input_path=own) == own
+    assert data_sources.resolve_input(configs.POLARITY, data_dir=explicit) == \
+        explicit / "polarity" / "rt-polaritydata.tar.gz"
+    # The first source that exists wins: the CSV when there is no archive.
+    assert data_sources.resolve_input(configs.POLARITY) == from_env / "polarity" / "rt-polarity.csv.gz"
+
+
+def test_missing_input_or_empty_data_dir_name_what_was_expected(tmp_path):
+    with pytest.raises(data_sources.DataNotFoundError, match="--input .* does not exist"):
+        data_sources.resolve_input(configs.IMDB, input_path=tmp_path / "nope.csv")
+    with pytest.raises(data_sources.DataNotFoundError, match=r"holds none of imdb/aclImdb_v1_labeled\.tar\.gz"):
+        data_sources.resolve_input(configs.IMDB, data_dir=tmp_path)
+
+
+def test_no_data_and_no_download_is_a_clear_error(tmp_path, no_default_data):
+    with pytest.raises(data_sources.DataNotFoundError, match="pass --input or --data-dir"):
+        data_sources.resolve_input(configs.POLARITY, download=False, cache_dir=tmp_path / "cache")
+
+
+def test_download_checks_sha256_and_keeps_the_archive_as_a_source(tmp_path, monkeypatch, no_default_data):
+    archive = tmp_path / "served" / "rt-polaritydata.tar.gz"
+    sha = _polarity_archive(archive)
+    monkeypatch.setitem(data_sources.DOWNLOADS, "polarity", data_sources.Download(
+        archive.as_uri(), sha, data_sources.DOWNLOADS["polarity"].relative_path))
     cache = tmp_path / "cache"
-    assert data_sources.resolve_data_dir(configs.POLARITY, cache_dir=cache) == cache
-    with gzip.open(cache / "polarity" / "rt-polarity.csv.gz", "rt", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    assert rows == [["text", "label"], ["a mess … ", "0"], ["a gem – truly .", "1"], ["warm and funny", "1"]]
+    resolved = data_sources.resolve_input(configs.POLARITY, cache_dir=cache)
+    assert resolved == cache / "polarity" / "rt-polaritydata.tar.gz"
+    assert resolved.read_bytes() == archive.read_bytes()
+    # A second resolution finds the cached archive without downloading.
+    archive.unlink()
+    assert data_sources.resolve_input(configs.POLARITY, cache_dir=cache) == resolved
 
 
 def test_a_corrupt_download_is_rejected_and_not_kept(tmp_path):

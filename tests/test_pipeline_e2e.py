@@ -4,6 +4,8 @@ Run 1 uses a gate any model clears: every component must leave its output in
 ML Metadata, and the model must be blessed, pushed, and score raw strings.
 Run 2 reuses the cached upstream work with an impossible gate: the model must
 not be blessed, and the serving directory must keep only the first version.
+Run 3 feeds data with out-of-domain labels through the command line: it must
+stop before Transform, exit non-zero naming the anomaly, and push nothing.
 """
 
 import gzip
@@ -17,51 +19,62 @@ import tensorflow as tf
 
 from models import features
 from pipeline import configs, data_sources, local_runner, run_summary
+from pipeline.__main__ import main
 
 pytestmark = pytest.mark.e2e
 
 ROWS = 400
 EXPECTED_COMPONENTS = {
-    "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "Transform", "Trainer",
+    "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataValidationGate", "Transform", "Trainer",
     "LatestBlessedModelResolver", "Evaluator", "Pusher",
 }
 
 
-@pytest.fixture(scope="module")
-def small_polarity_dir(tmp_path_factory):
-    """The first ROWS rows of the real polarity CSV (rows are pre-shuffled, both classes)."""
+SMALL_MODEL = {
+    "training.epochs": "2",
+    "training.batch_size": "32",
+    "model.embedding_dim": "16",
+    "model.rnn_units": "16",
+}
+
+
+def _real_polarity_lines(rows: int) -> list[str]:
+    """The header and first rows of the real polarity CSV (pre-shuffled: both classes)."""
     try:
-        source_dir = data_sources.resolve_data_dir(configs.POLARITY, download=False)
-    except data_sources.DataNotFoundError as error:
+        data_dir = data_sources.SHARED_DATA_DIR if not os.environ.get(data_sources.DATA_DIR_ENV) \
+            else Path(os.environ[data_sources.DATA_DIR_ENV])
+        source = data_dir / "polarity" / "rt-polarity.csv.gz"
+        with gzip.open(source, "rt", encoding="utf-8") as f:
+            return [next(f) for _ in range(rows + 1)]
+    except OSError as error:
         if os.environ.get("CI"):
             raise
         pytest.skip(f"real data not available: {error}")
-    source = source_dir / "polarity" / "rt-polarity.csv.gz"
-    with gzip.open(source, "rt", encoding="utf-8") as f:
-        lines = [next(f) for _ in range(ROWS + 1)]
-    data_dir = tmp_path_factory.mktemp("data")
-    (data_dir / "polarity").mkdir()
-    with gzip.open(data_dir / "polarity" / "rt-polarity.csv.gz", "wt", encoding="utf-8") as f:
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
         f.writelines(lines)
-    return data_dir
-
-
-def _config(data_dir: Path, output_dir: Path, min_accuracy: float) -> configs.PipelineConfig:
-    dataset = configs.with_overrides(configs.POLARITY, {
-        "training.epochs": "2",
-        "training.batch_size": "32",
-        "model.embedding_dim": "16",
-        "model.rnn_units": "16",
-        "evaluation.min_accuracy": str(min_accuracy),
-    })
-    return configs.PipelineConfig(dataset=dataset, data_dir=data_dir, output_dir=output_dir)
+    return path
 
 
 @pytest.fixture(scope="module")
-def runs(small_polarity_dir, tmp_path_factory):
+def small_polarity_csv(tmp_path_factory):
+    return _write(tmp_path_factory.mktemp("data") / "rt-polarity.csv.gz", _real_polarity_lines(ROWS))
+
+
+def _config(input_path: Path, output_dir: Path, min_accuracy: float) -> configs.PipelineConfig:
+    dataset = configs.with_overrides(
+        configs.POLARITY, {**SMALL_MODEL, "evaluation.min_accuracy": str(min_accuracy)})
+    return configs.PipelineConfig(dataset=dataset, input_path=input_path, output_dir=output_dir)
+
+
+@pytest.fixture(scope="module")
+def runs(small_polarity_csv, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("outputs")
-    blessed_run = local_runner.run(_config(small_polarity_dir, output_dir, min_accuracy=0.0))
-    gated_run = local_runner.run(_config(small_polarity_dir, output_dir, min_accuracy=1.01))
+    blessed_run = local_runner.run(_config(small_polarity_csv, output_dir, min_accuracy=0.0))
+    gated_run = local_runner.run(_config(small_polarity_csv, output_dir, min_accuracy=1.01))
     return output_dir, blessed_run, gated_run
 
 
@@ -123,5 +136,29 @@ def test_impossible_gate_blocks_the_push_and_keeps_the_served_version(runs):
     # Upstream work is reused from run 1; only the gate and the push ran again.
     assert states["Trainer"] == "CACHED"
     assert states["Evaluator"] == "COMPLETE"
+    versions = sorted(p.name for p in (output_dir / "serving" / "sentiment-polarity").iterdir())
+    assert versions == [Path(blessed_run.pushed_path).name]
+
+
+def test_bad_labels_stop_the_run_before_transform_and_push_nothing(runs, tmp_path, capsys):
+    output_dir, blessed_run, _ = runs
+    lines = _real_polarity_lines(ROWS) + ["a label out of its domain,2\n"] * 3
+    bad_csv = _write(tmp_path / "rt-polarity.csv.gz", lines)
+    args = ["run", "--dataset", "polarity", "--input", str(bad_csv), "--output-dir", str(output_dir)]
+    for key, value in SMALL_MODEL.items():
+        args += ["--set", f"{key}={value}"]
+
+    assert main(args) == 1
+    message = capsys.readouterr().err
+    assert "Data validation failed" in message
+    assert "label: INT_TYPE_BIG_INT (3 example(s))" in message
+    assert "Anomalies artifact: " + str(output_dir) in message
+    assert "nothing was pushed" in message
+
+    store = run_summary.open_store(output_dir / "metadata" / "sentiment-polarity.sqlite")
+    run_id = run_summary.latest_run_id(store, "sentiment-polarity")
+    ran = {c.component for c in run_summary.summarize_run(
+        output_dir / "metadata" / "sentiment-polarity.sqlite", "sentiment-polarity", run_id).components}
+    assert "ExampleValidator" in ran and "Transform" not in ran and "Trainer" not in ran
     versions = sorted(p.name for p in (output_dir / "serving" / "sentiment-polarity").iterdir())
     assert versions == [Path(blessed_run.pushed_path).name]

@@ -1,0 +1,130 @@
+"""Stops the pipeline when ExampleValidator found anomalies.
+
+TFX's ExampleValidator records anomalies but lets the pipeline go on. This
+gate sits between it and Transform: it reads the anomalies of every split,
+drops the ones a user accepted on purpose, counts the affected examples with
+TFDV, and fails with a message that names the feature, the anomaly, the count
+and the anomalies artifact. Transform, Trainer and Pusher never run, so the
+last pushed model stays the served one.
+"""
+
+
+import json
+import os
+from dataclasses import dataclass
+
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx.dsl.component.experimental.annotations import InputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import artifact_utils, standard_artifacts
+
+ANOMALIES_FILE = "SchemaDiff.pb"
+SCHEMA_FILE = "schema.pbtxt"
+_TYPE_NAMES = {value: name for name, value in anomalies_pb2.AnomalyInfo.Type.items()}
+
+
+class DataValidationError(RuntimeError):
+    """The data does not match the curated schema; the message says how."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    split: str
+    feature: str
+    anomaly: str  # the TFDV anomaly type, e.g. INT_TYPE_BIG_INT
+    description: str
+    examples: int | None = None  # how many examples show it, where TFDV can tell
+
+    @property
+    def key(self) -> str:
+        return f"{self.feature}:{self.anomaly}"
+
+    def format(self) -> str:
+        count = f"{self.examples} example(s)" if self.examples is not None else "count unknown"
+        return f"  [{self.split}] {self.feature}: {self.anomaly} ({count}) - {self.description}"
+
+
+def read_findings(anomalies_uri: str, splits: list[str]) -> list[Finding]:
+    findings = []
+    for split in splits:
+        path = os.path.join(anomalies_uri, f"Split-{split}", ANOMALIES_FILE)
+        if not tf.io.gfile.exists(path):
+            continue
+        anomalies = anomalies_pb2.Anomalies.FromString(tf.io.gfile.GFile(path, "rb").read())
+        findings += findings_in(anomalies, split)
+    return findings
+
+
+def findings_in(anomalies: anomalies_pb2.Anomalies, split: str) -> list[Finding]:
+    findings = []
+    for feature, info in sorted(anomalies.anomaly_info.items()):
+        for reason in info.reason:
+            findings.append(Finding(split, feature, _TYPE_NAMES.get(reason.type, str(reason.type)),
+                                    reason.description or reason.short_description))
+    for reason in anomalies.dataset_anomaly_info.reason:
+        findings.append(Finding(split, "<dataset>", _TYPE_NAMES.get(reason.type, str(reason.type)),
+                                reason.description or reason.short_description))
+    return findings
+
+
+def is_allowed(finding: Finding, allowed: list[str]) -> bool:
+    """An entry allows a feature ("text_length") or one anomaly of it ("text_length:INT_TYPE_BIG_INT")."""
+    return finding.feature in allowed or finding.key in allowed
+
+
+def count_anomalous_examples(examples_pattern: str, schema) -> dict[str, int]:
+    """{"feature:ANOMALY": number of examples} for the files matching the pattern, from TFDV's
+    per-example validation."""
+    import tensorflow_data_validation as tfdv
+
+    statistics = tfdv.validate_examples_in_tfrecord(
+        data_location=examples_pattern, stats_options=tfdv.StatsOptions(schema=schema)
+    )
+    counts = {}
+    for dataset in statistics.datasets:
+        # TFDV names each slice "<feature>_<ANOMALY_TYPE>".
+        for type_name in _TYPE_NAMES.values():
+            suffix = f"_{type_name}"
+            if dataset.name.endswith(suffix):
+                counts[f"{dataset.name[: -len(suffix)]}:{type_name}"] = int(dataset.num_examples)
+                break
+    return counts
+
+
+def validation_report(findings: list[Finding], anomalies_uri: str) -> str:
+    lines = ["Data validation failed: the examples do not match the curated schema."]
+    lines += [finding.format() for finding in findings]
+    lines.append(f"Anomalies artifact: {anomalies_uri}")
+    lines.append("Fix the data, or accept an anomaly on purpose with --allow-anomaly FEATURE[:ANOMALY_TYPE].")
+    return "\n".join(lines)
+
+
+@component
+def DataValidationGate(
+    anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
+    examples: InputArtifact[standard_artifacts.Examples],
+    schema: InputArtifact[standard_artifacts.Schema],
+    allowed_anomalies: Parameter[str] = "[]",
+) -> None:
+    """Fails the run when a split has an anomaly that was not allowed."""
+    splits = artifact_utils.decode_split_names(anomalies.split_names)
+    allowed = json.loads(allowed_anomalies)
+    findings = [f for f in read_findings(anomalies.uri, splits) if not is_allowed(f, allowed)]
+    if not findings:
+        return
+    import tensorflow_data_validation as tfdv
+
+    schema_proto = tfdv.load_schema_text(os.path.join(schema.uri, SCHEMA_FILE))
+    counted = {}
+    for split in sorted({f.split for f in findings}):
+        try:
+            pattern = os.path.join(examples.uri, f"Split-{split}", "*")
+            counted[split] = count_anomalous_examples(pattern, schema_proto)
+        except Exception as error:  # the counts are a courtesy; the failure must still be reported
+            counted[split] = {}
+            print(f"could not count anomalous examples in {split}: {error}")
+    findings = [
+        Finding(f.split, f.feature, f.anomaly, f.description, counted[f.split].get(f.key)) for f in findings
+    ]
+    raise DataValidationError(validation_report(findings, anomalies.uri))

@@ -1,0 +1,251 @@
+"""The bad-input suite: damaged data fed through ingestion and validation.
+
+Each case runs the real ExampleGen executor (Beam, in-process) on a small
+file, then validates the examples against the curated schema with TFDV, the
+way StatisticsGen + ExampleValidator + the gate do, and asserts the exact
+outcome: rejected (naming file and line), quarantined (rows in = rows out +
+rows quarantined), stopped by an anomaly (feature, type, count), or accepted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+from google.protobuf import json_format
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts, standard_component_specs
+
+from components import review_example_gen as gen
+from components import review_sources, validation_gate
+from pipeline import configs
+
+POLARITY_SCHEMA = tfdv.load_schema_text(str(configs.POLARITY.schema_dir / "schema.pbtxt"))
+IMDB_SCHEMA = tfdv.load_schema_text(str(configs.IMDB.schema_dir / "schema.pbtxt"))
+
+GOOD_ROWS = [(f"review number {i}, {'fine' if i % 2 else 'poor'} film", i % 2) for i in range(40)]
+
+
+def write_csv(path: Path, rows, header="text,label", newline="\n", bom=False) -> Path:
+    lines = [header] + [f'"{text}",{label}' if isinstance(text, str) else f"{text},{label}" for text, label in rows]
+    data = (newline.join(lines) + newline).encode("utf-8")
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + data)
+    return path
+
+
+def ingest(source: Path, tmp_path: Path, quarantine: bool = False) -> tuple[dict, Path]:
+    """Runs the ExampleGen executor on `source`; returns (ingestion report, examples dir)."""
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    input_config = example_gen_pb2.Input(splits=[
+        example_gen_pb2.Input.Split(name=name, pattern=source.name) for name in gen.SPLITS])
+    custom = gen.encode_custom_config({gen.EVAL_PERCENT: 10, gen.TEST_PERCENT: 10, gen.QUARANTINE: quarantine})
+    exec_properties = {
+        standard_component_specs.INPUT_BASE_KEY: str(source.parent),
+        standard_component_specs.INPUT_CONFIG_KEY: json_format.MessageToJson(input_config),
+        standard_component_specs.OUTPUT_CONFIG_KEY: json_format.MessageToJson(example_gen_pb2.Output()),
+        standard_component_specs.CUSTOM_CONFIG_KEY: json_format.MessageToJson(custom),
+        standard_component_specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
+        standard_component_specs.OUTPUT_FILE_FORMAT_KEY: example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+    }
+    gen.Executor().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+    report = json.loads((Path(examples.uri) / gen.REPORT_FILE).read_text())
+    assert report["rows_in"] == report["examples_out"] + report["rows_quarantined"]
+    assert examples.get_int_custom_property("rows_in") == report["rows_in"]
+    return report, Path(examples.uri)
+
+
+def anomalies_of(examples_dir: Path, schema) -> dict[str, int]:
+    """{"feature:ANOMALY_TYPE": examples affected} over all splits, as the gate reports them."""
+    found = {}
+    for split in gen.SPLITS:
+        pattern = str(examples_dir / f"Split-{split}" / "*")
+        stats = tfdv.generate_statistics_from_tfrecord(pattern)
+        findings = validation_gate.findings_in(tfdv.validate_statistics(stats, schema), split)
+        if findings:
+            counts = validation_gate.count_anomalous_examples(pattern, schema)
+            for finding in findings:
+                found[finding.key] = found.get(finding.key, 0) + counts.get(finding.key, 0)
+    return found
+
+
+def read_examples(examples_dir: Path, split: str) -> list[tf.train.Example]:
+    files = [str(p) for p in (examples_dir / f"Split-{split}").glob("*.gz")]
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files, "GZIP")]
+
+
+def text_of(example) -> str:
+    return example.features.feature["text"].bytes_list.value[0].decode()
+
+
+# --- labels ------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad_label, anomaly", [("2", "label:INT_TYPE_BIG_INT"),
+                                                ("-1", "label:INT_TYPE_SMALL_INT")])
+def test_label_outside_0_1_is_stopped_by_validation_with_a_count(tmp_path, bad_label, anomaly):
+    rows = GOOD_ROWS + [("odd label", bad_label), ("another odd label", bad_label)]
+    report, examples = ingest(write_csv(tmp_path / "reviews.csv", rows), tmp_path)
+    assert report["rows_in"] == 42 and report["rows_quarantined"] == 0
+    assert anomalies_of(examples, POLARITY_SCHEMA) == {anomaly: 2}
+
+
+def test_label_that_is_not_a_number_fails_naming_file_and_line(tmp_path):
+    rows = GOOD_ROWS[:5] + [("text with a word label", "pos")] + GOOD_ROWS[5:]
+    with pytest.raises(gen.RowRejectedError, match=r"reviews\.csv:7: label 'pos' is not an integer"):
+        ingest(write_csv(tmp_path / "reviews.csv", rows), tmp_path)
+
+
+def test_label_that_is_not_a_number_is_quarantined_on_request(tmp_path):
+    rows = GOOD_ROWS[:5] + [("text with a word label", "pos")] + GOOD_ROWS[5:]
+    report, examples = ingest(write_csv(tmp_path / "reviews.csv", rows), tmp_path, quarantine=True)
+    assert (report["rows_in"], report["examples_out"], report["rows_quarantined"]) == (41, 40, 1)
+    [quarantined] = [json.loads(line) for line in (examples / gen.QUARANTINE_DIR / "rows.jsonl").open()]
+    assert quarantined["id"] == "reviews.csv:7"
+    assert "not an integer" in quarantined["reason"] and "word label" in quarantined["raw"]
+    assert anomalies_of(examples, POLARITY_SCHEMA) == {}
+
+
+def test_missing_label_column_fails_before_reading_rows(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text("text,score\ngood,1\n")
+    with pytest.raises(review_sources.SourceFormatError, match=r"reviews\.csv:1: .* lacks column\(s\) \['label'\]"):
+        ingest(path, tmp_path)
+
+
+# --- text --------------------------------------------------------------------
+
+@pytest.mark.parametrize("blank", ["", "   \t  "])
+def test_empty_or_blank_text_is_stopped_by_validation(tmp_path, blank):
+    rows = GOOD_ROWS + [(blank, 1)]
+    report, examples = ingest(write_csv(tmp_path / "reviews.csv", rows), tmp_path)
+    assert report["examples_out"] == 41
+    assert anomalies_of(examples, POLARITY_SCHEMA) == {"num_chars:INT_TYPE_SMALL_INT": 1}
+
+
+def test_undecodable_bytes_fail_naming_the_line_or_are_quarantined(tmp_path):
+    path = tmp_path / "reviews.csv"
+    write_csv(path, GOOD_ROWS)
+    lines = path.read_bytes().split(b"\n")
+    lines.insert(3, b'"caf\xe9 au lait, in latin-1",1')
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(gen.RowRejectedError, match=r"reviews\.csv:4: not valid UTF-8"):
+        ingest(path, tmp_path / "strict")
+    report, _ = ingest(path, tmp_path / "lenient", quarantine=True)
+    assert (report["rows_in"], report["examples_out"], report["rows_quarantined"]) == (41, 40, 1)
+
+
+def test_unbalanced_quote_rejects_only_its_own_line(tmp_path):
+    path = tmp_path / "reviews.csv"
+    write_csv(path, GOOD_ROWS)
+    lines = path.read_text().split("\n")
+    lines.insert(2, '"a quote that never closes,1')
+    path.write_text("\n".join(lines))
+    with pytest.raises(gen.RowRejectedError, match=r"reviews\.csv:3: unterminated quoted field"):
+        ingest(path, tmp_path / "strict")
+    report, examples = ingest(path, tmp_path / "lenient", quarantine=True)
+    assert (report["rows_in"], report["examples_out"], report["rows_quarantined"]) == (41, 40, 1)
+    texts = {text_of(e) for split in gen.SPLITS for e in read_examples(examples, split)}
+    assert texts == {text for text, _ in GOOD_ROWS}
+
+
+def test_utf8_bom_and_crlf_line_ends_are_read_cleanly(tmp_path):
+    path = write_csv(tmp_path / "reviews.csv", GOOD_ROWS, newline="\r\n", bom=True)
+    report, examples = ingest(path, tmp_path)
+    assert report["examples_out"] == 40 and report["rows_quarantined"] == 0
+    texts = {text_of(e) for split in gen.SPLITS for e in read_examples(examples, split)}
+    assert texts == {text for text, _ in GOOD_ROWS}  # no "\r" left, no BOM in the header
+    assert anomalies_of(examples, POLARITY_SCHEMA) == {}
+
+
+def test_a_5_mb_review_is_read_whole_and_then_stopped_as_too_long(tmp_path):
+    huge = "word " * 1_000_000
+    report, examples = ingest(write_csv(tmp_path / "reviews.csv", GOOD_ROWS + [(huge, 1)]), tmp_path)
+    assert report["examples_out"] == 41
+    lengths = [e.features.feature["num_chars"].int64_list.value[0]
+               for split in gen.SPLITS for e in read_examples(examples, split)]
+    assert max(lengths) == len(huge.strip())
+    assert anomalies_of(examples, IMDB_SCHEMA) == {"num_chars:INT_TYPE_BIG_INT": 1}
+
+
+def test_an_empty_file_fails_with_a_clear_message(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_bytes(b"")
+    with pytest.raises(review_sources.SourceFormatError, match=r"reviews\.csv: file is empty"):
+        ingest(path, tmp_path)
+
+
+# --- archives ----------------------------------------------------------------
+
+def write_aclimdb(path: Path, reviews: dict[str, list[tuple[str, int]]]) -> Path:
+    """{"train/pos": [(text, rating), ...], ...} as an aclImdb-layout .tar.gz."""
+    with tarfile.open(path, "w:gz") as tar:
+        for folder, items in reviews.items():
+            for index, (text, rating) in enumerate(items):
+                data = text.encode("utf-8")
+                info = tarfile.TarInfo(f"aclImdb/{folder}/{index}_{rating}.txt")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        unsup = tarfile.TarInfo("aclImdb/train/unsup/0_0.txt")
+        unsup.size = 3
+        tar.addfile(unsup, io.BytesIO(b"???"))
+    return path
+
+
+def _aclimdb_reviews(n=10):
+    return {
+        "train/pos": [(f"train positive {i}", 8) for i in range(n)],
+        "train/neg": [(f"train negative {i}", 2) for i in range(n)],
+        "test/pos": [(f"test positive {i}", 10) for i in range(n)],
+        "test/neg": [(f"test negative {i}", 1) for i in range(n)],
+    }
+
+
+def test_aclimdb_archive_keeps_the_official_split_labels_ratings_and_ids(tmp_path):
+    report, examples = ingest(write_aclimdb(tmp_path / "aclImdb_v1.tar.gz", _aclimdb_reviews()), tmp_path)
+    assert report["rows_in"] == 40  # unsup/ skipped
+    test = read_examples(examples, "test")
+    assert sorted(text_of(e) for e in test) == sorted(
+        f"test {p} {i}" for p in ("positive", "negative") for i in range(10))
+    assert report["examples_per_split"]["train"] + report["examples_per_split"]["eval"] == 20
+    example = next(e for e in test if text_of(e) == "test positive 3")
+    f = example.features.feature
+    assert (f["label"].int64_list.value[0], f["rating"].int64_list.value[0]) == (1, 10)
+    assert f["id"].bytes_list.value[0].decode() == "aclImdb_v1.tar.gz:aclImdb/test/pos/3_10.txt"
+    assert anomalies_of(examples, IMDB_SCHEMA) == {}
+
+
+def test_an_archive_with_a_missing_folder_is_refused(tmp_path):
+    reviews = _aclimdb_reviews()
+    del reviews["test/neg"]
+    with pytest.raises(review_sources.SourceFormatError, match="lacks the folder.*test/neg"):
+        ingest(write_aclimdb(tmp_path / "aclImdb_v1.tar.gz", reviews), tmp_path)
+
+
+def test_training_set_duplicated_into_the_test_split_warns_with_a_count(tmp_path):
+    reviews = _aclimdb_reviews()
+    reviews["test/pos"] += reviews["train/pos"]
+    reviews["test/neg"] += reviews["train/neg"]
+    report, _ = ingest(write_aclimdb(tmp_path / "aclImdb_v1.tar.gz", reviews), tmp_path)
+    assert report["test_texts_in_training"] == 20
+    assert report["examples_per_split"]["test"] == 40
+
+
+def test_polarity_archive_is_decoded_as_windows_1252(tmp_path):
+    path = tmp_path / "rt-polaritydata.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in {"rt-polaritydata/rt-polarity.pos": b"a gem \x96 truly .\nwarm\n",
+                           "rt-polaritydata/rt-polarity.neg": b"a mess \x85 \n"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    report, examples = ingest(path, tmp_path)
+    assert report["rows_in"] == 3
+    texts = {text_of(e) for split in gen.SPLITS for e in read_examples(examples, split)}
+    assert texts == {"a gem – truly .", "warm", "a mess … "}
