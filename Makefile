@@ -34,3 +34,27 @@ lock: $(STAMP)
 
 clean:
 	rm -rf outputs
+
+# --- Deploying beyond one machine (README: "Deploying beyond one machine") ---
+.PHONY: kfp-venv compile-kubeflow airflow-venv airflow-test
+KFP_IMAGE ?= REGISTRY/sentiment-pipeline:latest
+KFP_BUCKET ?= gs://YOUR_BUCKET
+KFP_OUTPUT ?= outputs/kubeflow/sentiment-$(DATASET).json
+KFP_ARGS ?=
+
+# kfp cannot share .venv with TFX 1.16 (protobuf pin): it gets its own venv on top of .venv.
+kfp-venv: $(STAMP)
+	bash scripts/setup_kfp_venv.sh
+
+# Writes the Kubeflow Pipelines v2 / Vertex AI spec and parses it strictly (nothing is submitted).
+compile-kubeflow: kfp-venv
+	.venv-kfp/bin/python -m pipeline compile --target kubeflow --dataset $(DATASET) --image $(KFP_IMAGE) \
+		--pipeline-root $(KFP_BUCKET)/pipelines --data-root $(KFP_BUCKET)/data \
+		--serving-root $(KFP_BUCKET)/serving --output $(KFP_OUTPUT) $(KFP_ARGS)
+
+airflow-venv: $(STAMP)
+	bash scripts/setup_airflow_venv.sh
+
+# DagBag import check, then `airflow dags test` on 300 rows of polarity (a few minutes).
+airflow-test: airflow-venv
+	.venv-airflow/bin/python -m pytest -q -s tests/test_airflow_dag.py

@@ -1,0 +1,143 @@
+"""The Airflow DAG: imports cleanly into a DagBag with one task per component, and runs.
+
+Needs Airflow, which lives in .venv-airflow (`make airflow-test` builds it and
+runs this file there); under .venv the module is skipped. The e2e test runs
+`airflow dags test` on the first 300 rows of the real polarity data.
+"""
+
+import gzip
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import configs, data_sources
+
+ROOT = configs.PROJECT_ROOT
+DAG_FILE = ROOT / "pipeline" / "airflow_dag.py"
+DAG_ID = "sentiment-polarity"
+# What goes into Airflow's dags folder: the DAG file itself stays in the package
+# (the folder is put on sys.path, and pipeline/ there would shadow the package).
+DAG_SHIM = "from pipeline.airflow_dag import DAG  # noqa: F401  (an Airflow DAG)\n"
+ROWS = 300
+SMALL_MODEL = "training.epochs=1,training.batch_size=32,model.embedding_dim=16,model.rnn_units=16,evaluation.min_accuracy=0.0"
+# The README's graph; each task needs at least these upstream tasks.
+REQUIRED_UPSTREAM = {
+    "ExampleGen": set(),
+    "ImportSchemaGen": set(),
+    "StatisticsGen": {"ExampleGen"},
+    "ExampleValidator": {"StatisticsGen", "ImportSchemaGen"},
+    "Transform": {"ExampleGen", "ImportSchemaGen"},
+    "Trainer": {"Transform", "ImportSchemaGen"},
+    "LatestBlessedModelResolver": set(),
+    "Evaluator": {"ExampleGen", "Trainer", "LatestBlessedModelResolver"},
+    "Pusher": {"Trainer", "Evaluator"},
+}
+
+
+@pytest.fixture(scope="module")
+def small_data_dir(tmp_path_factory):
+    """The first ROWS rows of the real polarity CSV, as a data directory."""
+    try:
+        source_dir = data_sources.SHARED_DATA_DIR if os.environ.get(data_sources.DATA_DIR_ENV) is None else Path(
+            os.environ[data_sources.DATA_DIR_ENV])
+        source = source_dir / "polarity" / "rt-polarity.csv.gz"
+        assert source.exists(), source
+    except AssertionError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"real data not available: {error}")
+    with gzip.open(source, "rt", encoding="utf-8") as f:
+        lines = [next(f) for _ in range(ROWS + 1)]
+    data_dir = tmp_path_factory.mktemp("data")
+    (data_dir / "polarity").mkdir()
+    with gzip.open(data_dir / "polarity" / "rt-polarity.csv.gz", "wt", encoding="utf-8") as f:
+        f.writelines(lines)
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def airflow_env(small_data_dir, tmp_path_factory):
+    pytest.importorskip("airflow", reason="Airflow is in .venv-airflow: run `make airflow-test`")
+    home = tmp_path_factory.mktemp("airflow_home")
+    dags = home / "dags"
+    dags.mkdir()
+    (dags / "sentiment_dag.py").write_text(DAG_SHIM)
+    env = dict(
+        os.environ,
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+        AIRFLOW__CORE__UNIT_TEST_MODE="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        SENTIMENT_DATA_DIR=str(small_data_dir),
+        SENTIMENT_OUTPUT_DIR=str(tmp_path_factory.mktemp("outputs")),
+        SENTIMENT_SET=SMALL_MODEL,
+        TF_USE_LEGACY_KERAS="1",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    return env
+
+
+def _airflow(env, *args, timeout=900):
+    airflow = Path(sys.executable).parent / "airflow"
+    return subprocess.run([str(airflow), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_dagbag_imports_the_dag_with_one_task_per_component(airflow_env):
+    # In a fresh interpreter with the DAG file's environment, as the scheduler would.
+    script = (
+        "import json, sys\n"
+        "from airflow.models import DagBag\n"
+        "import os\n"
+        "bag = DagBag(dag_folder=os.environ['AIRFLOW__CORE__DAGS_FOLDER'], include_examples=False)\n"
+        f"dag = bag.dags.get({DAG_ID!r})\n"
+        "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, 'dag_ids': bag.dag_ids,\n"
+        "  'tasks': {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks} if dag else None,\n"
+        "  'schedule': str(dag.schedule_interval) if dag else None}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=airflow_env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    import json
+
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["errors"] == {}
+    assert found["dag_ids"] == [DAG_ID]
+    tasks = {task: set(upstream) for task, upstream in found["tasks"].items()}
+    assert set(REQUIRED_UPSTREAM) <= set(tasks), sorted(tasks)
+    for task, required in REQUIRED_UPSTREAM.items():
+        assert required <= tasks[task], (task, tasks[task])
+    # Exactly the components create_pipeline() builds, with the same edges.
+    from pipeline.pipeline import create_pipeline
+
+    local = create_pipeline(configs.PipelineConfig(
+        dataset=configs.POLARITY, input_path=Path("/data/polarity/rt-polarity.csv.gz"), output_dir=Path("/out")))
+    assert tasks == {c.id: {u.id for u in c.upstream_nodes} for c in local.components}
+    assert found["schedule"] == "None"  # manual runs unless SENTIMENT_AIRFLOW_SCHEDULE is set
+
+
+@pytest.mark.e2e
+def test_airflow_runs_the_dag_end_to_end(airflow_env):
+    started = time.time()
+    init = _airflow(airflow_env, "db", "init", timeout=300)
+    assert init.returncode == 0, init.stderr[-3000:]
+    run = _airflow(airflow_env, "dags", "test", DAG_ID, "2024-01-02", "--subdir", airflow_env["AIRFLOW__CORE__DAGS_FOLDER"],
+                   timeout=1500)
+    log = run.stdout[-4000:] + run.stderr[-8000:]
+    assert run.returncode == 0, log
+    print(f"airflow dags test: {time.time() - started:.0f} s")
+
+    with sqlite3.connect(Path(airflow_env["AIRFLOW_HOME"]) / "airflow.db") as db:
+        states = dict(db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = ?", (DAG_ID,)))
+    assert set(REQUIRED_UPSTREAM) <= set(states), states
+    assert set(states.values()) == {"success"}, (states, log)
+
+    output_dir = Path(airflow_env["SENTIMENT_OUTPUT_DIR"])
+    assert (output_dir / "metadata" / f"{DAG_ID}.sqlite").exists()
+    pushed = list((output_dir / "serving" / DAG_ID).glob("*/saved_model.pb"))
+    assert len(pushed) == 1, log
