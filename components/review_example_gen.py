@@ -231,6 +231,34 @@ class Executor(BaseExampleGenExecutor):
         return splits
 
 
+def ingest(source: str, output_uri: str, eval_percent: int = 10, test_percent: int = 10,
+           quarantine: bool = False, beam_args: list[str] | None = None) -> dict[str, Any]:
+    """Runs this executor outside a pipeline (benchmarks, tests, debugging a source).
+
+    Writes the splits under output_uri like the component does and returns the
+    ingestion report.
+    """
+    from tfx.types import standard_artifacts
+
+    examples = standard_artifacts.Examples()
+    examples.uri = output_uri
+    input_config = example_gen_pb2.Input(splits=[
+        example_gen_pb2.Input.Split(name=name, pattern=os.path.basename(source)) for name in SPLITS])
+    custom = encode_custom_config({EVAL_PERCENT: eval_percent, TEST_PERCENT: test_percent, QUARANTINE: quarantine})
+    exec_properties = {
+        standard_component_specs.INPUT_BASE_KEY: os.path.dirname(source),
+        standard_component_specs.INPUT_CONFIG_KEY: json_format.MessageToJson(input_config),
+        standard_component_specs.OUTPUT_CONFIG_KEY: json_format.MessageToJson(example_gen_pb2.Output()),
+        standard_component_specs.CUSTOM_CONFIG_KEY: json_format.MessageToJson(custom),
+        standard_component_specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
+        standard_component_specs.OUTPUT_FILE_FORMAT_KEY: example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+    }
+    executor = Executor(Executor.Context(beam_pipeline_args=beam_args)) if beam_args else Executor()
+    executor.Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+    with tf.io.gfile.GFile(os.path.join(output_uri, REPORT_FILE)) as f:
+        return json.load(f)
+
+
 def ReviewExampleGen(
     input_base: str,
     source: str,

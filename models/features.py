@@ -27,7 +27,8 @@ NUM_OOV_BUCKETS = 1
 # Model outputs, as named in the exported signatures.
 PROBABILITY = "probability"
 PREDICTED_LABEL = "label"
-ATTENTION = "attention"
+ATTENTION = "attention"  # per token: its weight in the pooled vector
+TRAJECTORY = "trajectory"  # per token: positive-class probability over the first t tokens
 TOKEN_LENGTH = "length"
 
 SERVING_SIGNATURE = "serving_default"  # raw UTF-8 strings in

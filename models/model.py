@@ -1,9 +1,19 @@
-"""The many-to-one classifier: tokens in, one logit out, attention weights exposed.
+"""The many-to-one classifier: tokens in, one logit out, token weights exposed.
 
 Padding is masked end to end: the embedding emits a mask for id 0, the
-recurrent layers carry their state unchanged through masked steps, and the
-attention softmax gives masked steps exactly zero weight. So the prediction for
-a text does not depend on how much padding its batch adds.
+recurrent layers carry their state unchanged through masked steps, and every
+pooling ignores masked steps (attention gives them exactly zero weight). So
+the prediction for a text does not depend on how much padding its batch adds.
+
+Besides the logit the model outputs, per token:
+* `attention`: how much each token contributed to the pooled vector (the
+  attention weights; for max pooling the share of features a token supplied;
+  for last-state pooling all weight on the last token);
+* `trajectory`: the logit the classifier head gives to the pooling of the
+  first t tokens, for every t, computed in the same pass. With a
+  unidirectional reader this is exactly the prediction after reading t
+  tokens; with a bidirectional one the states also carry right context, so
+  it shows where along the text the evidence for the decision sits.
 """
 
 from __future__ import annotations
@@ -12,90 +22,174 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models import features  # noqa: E402
 
 LOGIT = "logit"
+CELLS = {"lstm": tf.keras.layers.LSTM, "gru": tf.keras.layers.GRU, "simple": tf.keras.layers.SimpleRNN}
+POOLINGS = ("attention", "max", "last", "attention_max")
+_NEG = -1e9  # a large negative (not -inf) keeps all-masked rows finite
 
 
-class AttentionPooling(tf.keras.layers.Layer):
-    """Additive (Bahdanau-style) attention that pools a sequence to one vector.
+class SequencePooling(tf.keras.layers.Layer):
+    """Pools [batch, time, features] to one vector, and to one vector per prefix.
 
-    score_t = v . tanh(W h_t + b); weights = softmax over unmasked steps.
-    Returns (pooled [batch, features], weights [batch, time]).
+    Returns (pooled [batch, F'], token_weights [batch, time], prefix_pooled [batch, time, F']).
     """
 
-    def __init__(self, units: int, **kwargs):
+    def __init__(self, mode: str = "attention", units: int = 64, depth: int = 1, bidirectional: bool = True,
+                 **kwargs):
         super().__init__(**kwargs)
-        self.units = units
+        if mode not in POOLINGS:
+            raise ValueError(f"pooling {mode!r} is not one of {POOLINGS}")
+        self.mode, self.units, self.depth, self.bidirectional = mode, units, depth, bidirectional
         self.supports_masking = True
 
     def build(self, input_shape):
-        self.projection = tf.keras.layers.Dense(self.units, activation="tanh", name="projection")
-        self.score = tf.keras.layers.Dense(1, use_bias=False, name="score")
+        if "attention" in self.mode:
+            self.projections = [tf.keras.layers.Dense(self.units, activation="tanh", name=f"projection_{i}")
+                                for i in range(self.depth)]
+            self.score = tf.keras.layers.Dense(1, use_bias=False, name="score")
         super().build(input_shape)
 
     def call(self, sequence, mask=None):
-        scores = tf.squeeze(self.score(self.projection(sequence)), axis=-1)
-        if mask is not None:
-            # A large negative (not -inf) keeps all-masked rows finite.
-            scores = tf.where(mask, scores, tf.fill(tf.shape(scores), -1e9))
-        weights = tf.nn.softmax(scores, axis=-1)
-        if mask is not None:
-            weights = weights * tf.cast(mask, weights.dtype)
-        pooled = tf.reduce_sum(sequence * tf.expand_dims(weights, -1), axis=1)
-        return pooled, weights
+        if mask is None:
+            mask = tf.ones(tf.shape(sequence)[:2], tf.bool)
+        mask_f = tf.cast(mask, sequence.dtype)
+        parts = []
+        if "attention" in self.mode:
+            parts.append(self._attention(sequence, mask, mask_f))
+        if "max" in self.mode:
+            parts.append(self._max(sequence, mask_f))
+        if self.mode == "last":
+            parts.append(self._last(sequence, mask_f))
+        pooled = tf.concat([p[0] for p in parts], axis=-1)
+        weights = tf.add_n([p[1] for p in parts]) / float(len(parts))
+        prefix = tf.concat([p[2] for p in parts], axis=-1)
+        return pooled, weights, prefix
+
+    def _attention(self, sequence, mask, mask_f):
+        hidden = sequence
+        for projection in self.projections:
+            hidden = projection(hidden)
+        scores = tf.squeeze(self.score(hidden), axis=-1)
+        scores = tf.where(mask, scores, tf.fill(tf.shape(scores), _NEG))
+        weights = tf.nn.softmax(scores, axis=-1) * mask_f
+        pooled = tf.reduce_sum(sequence * weights[..., None], axis=1)
+        # Softmax over each prefix, in one pass: running sums of exp(score).
+        stable = tf.exp(scores - tf.reduce_max(scores, axis=1, keepdims=True)) * mask_f
+        numerator = tf.cumsum(sequence * stable[..., None], axis=1)
+        denominator = tf.cumsum(stable, axis=1)[..., None]
+        prefix = tf.math.divide_no_nan(numerator, denominator)
+        return pooled, weights, prefix
+
+    def _max(self, sequence, mask_f):
+        masked = sequence + (1.0 - mask_f[..., None]) * _NEG
+        pooled = tf.reduce_max(masked, axis=1)
+        # A token's weight: the share of features whose maximum it holds.
+        is_max = tf.cast(tf.equal(masked, pooled[:, None, :]), sequence.dtype) * mask_f[..., None]
+        weights = tf.math.divide_no_nan(tf.reduce_sum(is_max, -1), tf.reduce_sum(is_max, [1, 2])[:, None])
+        prefix = tf.transpose(tf.scan(tf.maximum, tf.transpose(masked, [1, 0, 2])), [1, 0, 2])
+        has_token = tf.cast(tf.cumsum(mask_f, axis=1) > 0, sequence.dtype)[..., None]
+        return tf.where(tf.reduce_any(mask_f > 0, 1)[:, None], pooled, 0.0), weights, prefix * has_token
+
+    def _last(self, sequence, mask_f):
+        lengths = tf.cast(tf.reduce_sum(mask_f, axis=1), tf.int32)
+        last_index = tf.maximum(lengths - 1, 0)
+        at_last = tf.gather(sequence, last_index, batch_dims=1)
+        weights = tf.one_hot(last_index, tf.shape(sequence)[1], dtype=sequence.dtype) * tf.minimum(
+            tf.cast(lengths, sequence.dtype), 1.0)[:, None]
+        if not self.bidirectional:
+            return at_last, weights, sequence
+        # Forward half: state at the last real token; backward half: state at
+        # the first token, i.e. after reading the whole text right to left.
+        half = sequence.shape[-1] // 2
+        pooled = tf.concat([at_last[:, :half], sequence[:, 0, half:]], axis=-1)
+        backward_final = tf.broadcast_to(sequence[:, :1, half:], tf.shape(sequence[..., half:]))
+        prefix = tf.concat([sequence[..., :half], backward_final], axis=-1)
+        return pooled, weights, prefix
 
     def compute_mask(self, inputs, mask=None):
-        # The pooled output has no time axis, so nothing to mask downstream.
         return None
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units}
+        return {**super().get_config(), "mode": self.mode, "units": self.units, "depth": self.depth,
+                "bidirectional": self.bidirectional}
 
 
 def build_model(
     vocab_size: int,
     embedding_dim: int = 64,
+    cell: str = "lstm",
     rnn_units: int = 64,
     rnn_layers: int = 1,
     bidirectional: bool = True,
+    pooling: str = "attention",
     attention_units: int = 64,
+    attention_depth: int = 1,
     dense_units: int = 64,
     embedding_dropout: float = 0.2,
     rnn_dropout: float = 0.0,
     dense_dropout: float = 0.3,
+    embedding_matrix: np.ndarray | None = None,
+    trainable_embeddings: bool = True,
 ) -> tf.keras.Model:
-    """Returns a Keras model mapping token ids [batch, time] to logit and attention.
+    """Returns a Keras model mapping token ids [batch, time] to logit, token weights and trajectory.
 
     `vocab_size` counts every id the embedding must hold, padding and OOV
     included. The time axis is unknown so batches can be trimmed to their own
-    longest text.
+    longest text. `embedding_matrix` ([vocab_size, embedding_dim]) starts the
+    embedding from pretrained vectors.
     """
+    if cell not in CELLS:
+        raise ValueError(f"cell {cell!r} is not one of {sorted(CELLS)}")
+    if not 1 <= rnn_layers <= 3:
+        raise ValueError(f"rnn_layers must be 1 to 3, got {rnn_layers}")
+    if embedding_matrix is not None and embedding_matrix.shape != (vocab_size, embedding_dim):
+        raise ValueError(f"embedding matrix has shape {embedding_matrix.shape}, "
+                         f"expected {(vocab_size, embedding_dim)}")
+
     token_ids = tf.keras.Input(shape=(None,), dtype=tf.int64, name=features.TOKEN_IDS)
-    x = tf.keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding")(token_ids)
+    initializer = (tf.keras.initializers.Constant(embedding_matrix) if embedding_matrix is not None
+                   else "uniform")
+    x = tf.keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding",
+                                  embeddings_initializer=initializer, trainable=trainable_embeddings)(token_ids)
     # Drops whole embedding channels rather than single values, which
     # regularises a recurrent reader better.
     x = tf.keras.layers.SpatialDropout1D(embedding_dropout, name="embedding_dropout")(x)
-    for layer_index in range(rnn_layers):
-        recurrent = tf.keras.layers.LSTM(
-            rnn_units, return_sequences=True, dropout=rnn_dropout, name=f"lstm_{layer_index}"
-        )
+    for index in range(rnn_layers):
+        recurrent = CELLS[cell](rnn_units, return_sequences=True, dropout=rnn_dropout, name=f"{cell}_{index}")
         if bidirectional:
-            recurrent = tf.keras.layers.Bidirectional(recurrent, name=f"bilstm_{layer_index}")
+            recurrent = tf.keras.layers.Bidirectional(recurrent, name=f"bi{cell}_{index}")
         x = recurrent(x)
-    pooled, attention = AttentionPooling(attention_units, name="attention_pooling")(x)
-    hidden = tf.keras.layers.Dense(dense_units, activation="relu", name="dense")(pooled)
-    hidden = tf.keras.layers.Dropout(dense_dropout, name="dense_dropout")(hidden)
-    logit = tf.keras.layers.Dense(1, name="logit_dense")(hidden)
-    logit = tf.keras.layers.Reshape((), name=LOGIT)(logit)
-    attention = tf.keras.layers.Identity(name=features.ATTENTION)(attention)
+    pooled, weights, prefix = SequencePooling(pooling, attention_units, attention_depth, bidirectional,
+                                              name="pooling")(x)
+
+    # The classifier head, applied to the whole text and to every prefix.
+    head = [tf.keras.layers.Dense(dense_units, activation="relu", name="dense"),
+            tf.keras.layers.Dropout(dense_dropout, name="dense_dropout"),
+            tf.keras.layers.Dense(1, name="logit_dense")]
+
+    def classify(vector):
+        for layer in head:
+            vector = layer(vector)
+        return vector
+
+    logit = tf.keras.layers.Reshape((), name=LOGIT)(classify(pooled))
+    trajectory = tf.keras.layers.Lambda(lambda t: tf.squeeze(t, -1), name=features.TRAJECTORY)(classify(prefix))
+    attention = tf.keras.layers.Identity(name=features.ATTENTION)(weights)
     return tf.keras.Model(
         inputs=token_ids,
-        outputs={LOGIT: logit, features.ATTENTION: attention},
-        name="bilstm_attention",
+        outputs={LOGIT: logit, features.ATTENTION: attention, features.TRAJECTORY: trajectory},
+        name=f"{'bi' if bidirectional else ''}{cell}_{pooling}",
     )
+
+
+def training_view(model: tf.keras.Model) -> tf.keras.Model:
+    """The same layers with only the logit as output, so training computes no per-token extras."""
+    return tf.keras.Model(model.input, {LOGIT: model.get_layer(LOGIT).output}, name=f"{model.name}_train")
 
 
 def compile_model(model: tf.keras.Model, learning_rate: float, clipnorm: float) -> None:

@@ -17,7 +17,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 from absl import logging  # noqa: E402
 
-from models import features  # noqa: E402
+from models import embeddings, features  # noqa: E402
 from models import model as model_lib  # noqa: E402
 
 HISTORY_FILE = "history.json"
@@ -110,10 +110,13 @@ class SentimentExportModule(tf.Module):
         ids = trim_to_longest(transformed[features.TOKEN_IDS], lengths)
         outputs = self.model(ids, training=False)
         probability = tf.sigmoid(outputs[model_lib.LOGIT])
+        # Steps past a text's own length are padding: report them as 0.
+        real = tf.sequence_mask(lengths, tf.shape(ids)[1], dtype=probability.dtype)
         return {
             features.PROBABILITY: probability,
             features.PREDICTED_LABEL: tf.cast(probability >= 0.5, tf.int64),
-            features.ATTENTION: outputs[features.ATTENTION],
+            features.ATTENTION: outputs[features.ATTENTION] * real,
+            features.TRAJECTORY: tf.sigmoid(outputs[features.TRAJECTORY]) * real,
             features.TOKEN_LENGTH: lengths,
         }
 
@@ -140,6 +143,18 @@ def export_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutp
     tf.saved_model.save(module, export_dir, signatures=signatures)
 
 
+def pretrained_matrix(tf_transform_output: tft.TFTransformOutput, model_config: dict[str, Any], seed: int):
+    """The embedding matrix from pretrained vectors, or None for a random start."""
+    path = model_config.get("pretrained_embeddings") or ""
+    if not path:
+        return None
+    vocabulary = [t.decode("utf-8") for t in tf_transform_output.vocabulary_by_name(features.VOCABULARY_NAME)]
+    matrix, found = embeddings.embedding_matrix(
+        vocabulary, path, int(model_config["embedding_dim"]), features.NUM_OOV_BUCKETS, seed)
+    logging.info("Pretrained vectors for %d of %d vocabulary tokens from %s", found, len(vocabulary), path)
+    return matrix
+
+
 def train(
     train_files: list[str],
     eval_files: list[str],
@@ -161,9 +176,15 @@ def train(
     )
     eval_dataset = input_fn(eval_files, tf_transform_output, shuffle=False, **batching)
 
-    model = model_lib.build_model(vocab_size=embedding_input_dim(tf_transform_output), **hyperparameters["model"])
-    model_lib.compile_model(model, float(training["learning_rate"]), float(training["clipnorm"]))
-    model.summary(print_fn=logging.info)
+    model = model_lib.build_model(
+        vocab_size=embedding_input_dim(tf_transform_output),
+        embedding_matrix=pretrained_matrix(tf_transform_output, hyperparameters["model"], seed),
+        **{k: v for k, v in hyperparameters["model"].items() if k != "pretrained_embeddings"},
+    )
+    # Training computes the logit only; the exported model adds the per-token outputs.
+    train_model = model_lib.training_view(model)
+    model_lib.compile_model(train_model, float(training["learning_rate"]), float(training["clipnorm"]))
+    train_model.summary(print_fn=logging.info)
 
     callbacks = [
         tf.keras.callbacks.EarlyStopping(
@@ -173,9 +194,14 @@ def train(
             verbose=1,
         )
     ]
+    if training.get("lr_schedule", "constant") == "plateau":
+        callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=0,
+                                                              min_lr=1e-5, verbose=1))
+    elif training.get("lr_schedule", "constant") != "constant":
+        raise ValueError(f"lr_schedule {training['lr_schedule']!r} is not 'constant' or 'plateau'")
     if log_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
-    history = model.fit(
+    history = train_model.fit(
         train_dataset,
         validation_data=eval_dataset,
         epochs=int(training["epochs"]),

@@ -23,10 +23,17 @@ TRAINER_MODULE_FILE = MODELS_ROOT / "trainer.py"
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     embedding_dim: int = 64
+    # GloVe-format vectors (plain or .gz) to start the embedding from; "" = random.
+    # Relative paths are resolved against the data directory. embedding_dim must match.
+    pretrained_embeddings: str = ""
+    trainable_embeddings: bool = True
+    cell: str = "lstm"  # lstm | gru | simple
     rnn_units: int = 64
     rnn_layers: int = 1
     bidirectional: bool = True
+    pooling: str = "attention"  # attention | max | last | attention_max
     attention_units: int = 64
+    attention_depth: int = 1
     dense_units: int = 64
     embedding_dropout: float = 0.2
     rnn_dropout: float = 0.0
@@ -40,6 +47,8 @@ class TrainingConfig:
     learning_rate: float = 1e-3
     clipnorm: float = 1.0
     early_stopping_patience: int = 1
+    # "constant", or "plateau": halve the learning rate when validation loss stops improving.
+    lr_schedule: str = "constant"
     # Examples are sorted by length within windows of this many batches, so a
     # batch holds texts of similar length and is trimmed to its longest one.
     length_sort_window_batches: int = 32

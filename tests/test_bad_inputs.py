@@ -9,19 +9,14 @@ rows quarantined), stopped by an anomaly (feature, type, count), or accepted.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 
 import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
-from google.protobuf import json_format
-from tfx.proto import example_gen_pb2
-from tfx.types import standard_artifacts, standard_component_specs
 
 from components import review_example_gen as gen
 from components import review_sources, validation_gate
@@ -42,24 +37,10 @@ def write_csv(path: Path, rows, header="text,label", newline="\n", bom=False) ->
 
 def ingest(source: Path, tmp_path: Path, quarantine: bool = False) -> tuple[dict, Path]:
     """Runs the ExampleGen executor on `source`; returns (ingestion report, examples dir)."""
-    examples = standard_artifacts.Examples()
-    examples.uri = str(tmp_path / "examples")
-    input_config = example_gen_pb2.Input(splits=[
-        example_gen_pb2.Input.Split(name=name, pattern=source.name) for name in gen.SPLITS])
-    custom = gen.encode_custom_config({gen.EVAL_PERCENT: 10, gen.TEST_PERCENT: 10, gen.QUARANTINE: quarantine})
-    exec_properties = {
-        standard_component_specs.INPUT_BASE_KEY: str(source.parent),
-        standard_component_specs.INPUT_CONFIG_KEY: json_format.MessageToJson(input_config),
-        standard_component_specs.OUTPUT_CONFIG_KEY: json_format.MessageToJson(example_gen_pb2.Output()),
-        standard_component_specs.CUSTOM_CONFIG_KEY: json_format.MessageToJson(custom),
-        standard_component_specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
-        standard_component_specs.OUTPUT_FILE_FORMAT_KEY: example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-    }
-    gen.Executor().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
-    report = json.loads((Path(examples.uri) / gen.REPORT_FILE).read_text())
+    examples_dir = tmp_path / "examples"
+    report = gen.ingest(str(source), str(examples_dir), quarantine=quarantine)
     assert report["rows_in"] == report["examples_out"] + report["rows_quarantined"]
-    assert examples.get_int_custom_property("rows_in") == report["rows_in"]
-    return report, Path(examples.uri)
+    return report, examples_dir
 
 
 def anomalies_of(examples_dir: Path, schema) -> dict[str, int]:
@@ -249,3 +230,15 @@ def test_polarity_archive_is_decoded_as_windows_1252(tmp_path):
     assert report["rows_in"] == 3
     texts = {text_of(e) for split in gen.SPLITS for e in read_examples(examples, split)}
     assert texts == {"a gem – truly .", "warm", "a mess … "}
+
+
+# --- the gate's decisions ------------------------------------------------------
+
+def test_allowed_anomalies_are_named_by_feature_or_feature_and_type():
+    finding = validation_gate.Finding("train", "num_chars", "INT_TYPE_BIG_INT", "too long", 1)
+    assert validation_gate.is_allowed(finding, ["num_chars"])
+    assert validation_gate.is_allowed(finding, ["num_chars:INT_TYPE_BIG_INT"])
+    assert not validation_gate.is_allowed(finding, ["num_chars:INT_TYPE_SMALL_INT", "label"])
+    report = validation_gate.validation_report([finding], "/anomalies/7")
+    assert "[train] num_chars: INT_TYPE_BIG_INT (1 example(s)) - too long" in report
+    assert "Anomalies artifact: /anomalies/7" in report

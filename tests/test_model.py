@@ -92,6 +92,11 @@ def test_exported_model_serves_raw_strings_and_tf_examples(tiny_transform, tmp_p
     assert np.all((probability >= 0) & (probability <= 1))
     np.testing.assert_array_equal(out[features.PREDICTED_LABEL].numpy(), (probability >= 0.5).astype(np.int64))
     assert list(out[features.TOKEN_LENGTH].numpy()) == [1, 12, 0, 3]
+    # Per token: attention and the probability after each prefix, zero past a text's length.
+    trajectory, attention = out[features.TRAJECTORY].numpy(), out[features.ATTENTION].numpy()
+    assert trajectory.shape == attention.shape == (4, 12)
+    np.testing.assert_allclose(trajectory[[0, 1, 3], [0, 11, 2]], probability[[0, 1, 3]], atol=1e-5)
+    assert np.all(trajectory[0, 1:] == 0) and np.all(attention[3, 3:] == 0) and np.all(trajectory[2] == 0)
     # Dropout is off at serving time: the same request gives the same answer.
     np.testing.assert_array_equal(serve(text=tf.constant(texts))[features.PROBABILITY].numpy(), probability)
     # Alone vs. in a batch with a longer text.

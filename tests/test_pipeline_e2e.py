@@ -109,6 +109,8 @@ def test_splits_are_disjoint_and_cover_every_row(runs):
 def test_low_gate_blesses_and_pushes_a_model_that_scores_raw_strings(runs):
     output_dir, blessed_run, _ = runs
     assert blessed_run.blessed is True
+    assert blessed_run.ingestion == {"rows_in": ROWS, "examples_out": ROWS, "rows_quarantined": 0,
+                                     "test_texts_in_training": 0}
     assert blessed_run.pushed is True
     assert blessed_run.metrics["example_count"] > 0
     assert 0.0 <= blessed_run.metrics["binary_accuracy"] <= 1.0

@@ -1,0 +1,45 @@
+"""Pretrained word vectors (GloVe text format) for the embedding layer.
+
+Rows follow the Transform ids: row 0 is padding (zeros), row i (1..V) the
+i-th vocabulary token, row V+1 the out-of-vocabulary bucket. Tokens GloVe does
+not know get small random vectors drawn with the run's seed.
+"""
+
+from __future__ import annotations
+
+import gzip
+from typing import Iterable
+
+import numpy as np
+
+
+def read_glove(path: str, wanted: Iterable[str], dim: int) -> dict[str, np.ndarray]:
+    """Vectors of the wanted words from a GloVe file (plain or gzipped)."""
+    wanted = set(wanted)
+    opener = gzip.open if path.endswith(".gz") else open
+    vectors = {}
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            word, _, rest = line.rstrip("\n").partition(" ")
+            if word not in wanted:
+                continue
+            values = np.asarray(rest.split(" "), dtype=np.float32)
+            if values.shape != (dim,):
+                raise ValueError(f"{path}:{line_number}: {values.size} values for {word!r}, "
+                                 f"expected {dim} (embedding_dim must match the vectors)")
+            vectors[word] = values
+    return vectors
+
+
+def embedding_matrix(vocabulary: list[str], path: str, dim: int, num_oov_buckets: int,
+                     seed: int) -> tuple[np.ndarray, int]:
+    """(matrix [1 + V + oov, dim], number of vocabulary tokens found in the file)."""
+    vectors = read_glove(path, vocabulary, dim)
+    rng = np.random.default_rng(seed)
+    scale = float(np.std(np.stack(list(vectors.values())))) if vectors else 0.1
+    matrix = rng.normal(0.0, scale, size=(1 + len(vocabulary) + num_oov_buckets, dim)).astype(np.float32)
+    matrix[0] = 0.0
+    for index, token in enumerate(vocabulary, start=1):
+        if token in vectors:
+            matrix[index] = vectors[token]
+    return matrix, len(vectors)

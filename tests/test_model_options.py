@@ -1,0 +1,95 @@
+"""Every configurable reader: masking holds, the trajectory ends at the prediction,
+and pretrained vectors land on the right rows."""
+
+import gzip
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import embeddings, features
+from models import model as model_lib
+
+VOCAB = 40
+SHORT = [3, 4, 5, 6]
+LONG = list(range(1, VOCAB)) * 3
+
+
+@pytest.mark.parametrize("cell, bidirectional, layers, pooling", [
+    ("lstm", True, 2, "attention"),
+    ("gru", False, 1, "max"),
+    ("simple", True, 1, "last"),
+    ("lstm", False, 3, "last"),
+    ("gru", True, 1, "attention_max"),
+])
+def test_each_reader_ignores_padding_and_its_trajectory_ends_at_the_prediction(cell, bidirectional, layers,
+                                                                              pooling):
+    tf.keras.utils.set_random_seed(1)
+    model = model_lib.build_model(VOCAB, embedding_dim=8, cell=cell, rnn_units=6, rnn_layers=layers,
+                                  bidirectional=bidirectional, pooling=pooling, attention_units=5,
+                                  attention_depth=2, dense_units=4, rnn_dropout=0.2)
+    alone = model(tf.constant([SHORT], tf.int64), training=False)
+    batch = model(tf.constant([SHORT + [0] * (len(LONG) - len(SHORT)), LONG], tf.int64), training=False)
+    np.testing.assert_allclose(batch[model_lib.LOGIT][0], alone[model_lib.LOGIT][0], atol=1e-5)
+    np.testing.assert_allclose(batch[features.ATTENTION][0, :4], alone[features.ATTENTION][0], atol=1e-5)
+    np.testing.assert_allclose(batch[features.TRAJECTORY][0, :4], alone[features.TRAJECTORY][0], atol=1e-5)
+    # After the last real token, the trajectory is the prediction itself.
+    np.testing.assert_allclose(alone[features.TRAJECTORY][0, -1], alone[model_lib.LOGIT][0], atol=1e-5)
+    np.testing.assert_allclose(batch[features.TRAJECTORY][1, -1], batch[model_lib.LOGIT][1], atol=1e-5)
+    weights = batch[features.ATTENTION].numpy()
+    np.testing.assert_allclose(weights.sum(axis=1), [1.0, 1.0], rtol=1e-5)
+    assert np.all(weights[0, 4:] == 0)
+
+
+def test_training_view_shares_weights_and_outputs_only_the_logit():
+    model = model_lib.build_model(VOCAB, embedding_dim=4, rnn_units=4, attention_units=4, dense_units=4)
+    view = model_lib.training_view(model)
+    assert list(view.output.keys()) == [model_lib.LOGIT]
+    ids = tf.constant([SHORT], tf.int64)
+    np.testing.assert_allclose(view(ids)[model_lib.LOGIT], model(ids)[model_lib.LOGIT])
+    assert {id(w) for w in view.weights} == {id(w) for w in model.weights}
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("cell", "transformer", "cell 'transformer' is not one of"),
+    ("pooling", "mean", "pooling 'mean' is not one of"),
+    ("rnn_layers", 4, "rnn_layers must be 1 to 3"),
+])
+def test_invalid_options_are_refused(option, value, message):
+    with pytest.raises(ValueError, match=message):
+        model_lib.build_model(VOCAB, **{option: value})
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_glove_vectors_fill_known_tokens_and_random_rows_the_rest(tmp_path, compressed):
+    lines = "the 0.1 0.2 0.3\ngood 1 2 3\nunused 9 9 9\n"
+    path = tmp_path / ("glove.txt.gz" if compressed else "glove.txt")
+    if compressed:
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(lines)
+    else:
+        path.write_text(lines)
+    matrix, found = embeddings.embedding_matrix(["good", "the", "zzz"], str(path), 3, 1, seed=0)
+    assert found == 2 and matrix.shape == (5, 3)
+    np.testing.assert_array_equal(matrix[0], 0)  # padding
+    np.testing.assert_allclose(matrix[1], [1, 2, 3])  # "good" is vocabulary id 1
+    np.testing.assert_allclose(matrix[2], [0.1, 0.2, 0.3])
+    assert np.abs(matrix[3]).sum() > 0  # "zzz": random, not zero
+    again, _ = embeddings.embedding_matrix(["good", "the", "zzz"], str(path), 3, 1, seed=0)
+    np.testing.assert_array_equal(matrix, again)  # reproducible from the seed
+
+
+def test_glove_dimension_mismatch_names_the_line(tmp_path):
+    path = tmp_path / "glove.txt"
+    path.write_text("the 0.1 0.2 0.3\n")
+    with pytest.raises(ValueError, match=r"glove.txt:1: 3 values for 'the', expected 50"):
+        embeddings.embedding_matrix(["the"], str(path), 50, 1, seed=0)
+
+
+def test_pretrained_embeddings_start_the_embedding_layer_and_can_be_frozen():
+    matrix = np.arange(VOCAB * 4, dtype=np.float32).reshape(VOCAB, 4)
+    model = model_lib.build_model(VOCAB, embedding_dim=4, rnn_units=4, attention_units=4, dense_units=4,
+                                  embedding_matrix=matrix, trainable_embeddings=False)
+    layer = model.get_layer("embedding")
+    np.testing.assert_array_equal(layer.get_weights()[0], matrix)
+    assert not layer.trainable
