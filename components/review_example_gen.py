@@ -67,6 +67,12 @@ def assign_split(review: review_sources.Review, eval_percent: int, test_percent:
     return "eval" if bucket < NUM_BUCKETS - test_percent else "test"
 
 
+# Raw features written for the Evaluator's slices only (not model inputs).
+LENGTH_BUCKET = "length_bucket"  # e.g. "64-127": characters of the stripped text
+SOURCE = "source"  # the file (or archive) the example came from: the id's part before ":"
+LENGTH_BUCKET_BOUNDS = (64, 128, 256, 1024, 4096)
+
+
 def to_example(review: review_sources.Review) -> tf.train.Example:
     def bytes_feature(value: str) -> tf.train.Feature:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
@@ -81,6 +87,11 @@ def to_example(review: review_sources.Review) -> tf.train.Example:
         # Lets the schema bound text length and reject empty or blank text.
         features.NUM_CHARS: int_feature(len(review.text.strip())),
     }
+    num_chars = len(review.text.strip())
+    lower = max([0] + [b for b in LENGTH_BUCKET_BOUNDS if b <= num_chars])
+    upper = min([b for b in LENGTH_BUCKET_BOUNDS if b > num_chars], default=None)
+    feature[LENGTH_BUCKET] = bytes_feature(f"{lower}-{upper - 1}" if upper else f"{lower}+")
+    feature[SOURCE] = bytes_feature(review.id.split(":", 1)[0])
     if review.rating is not None:
         feature[features.RATING] = int_feature(review.rating)
     return tf.train.Example(features=tf.train.Features(feature=feature))

@@ -175,6 +175,10 @@ def train(
         seed=seed, **batching,
     )
     eval_dataset = input_fn(eval_files, tf_transform_output, shuffle=False, **batching)
+    if training.get("shuffle_labels"):
+        # A deliberately broken candidate (tests of the gate): labels shuffled within each batch.
+        train_dataset = train_dataset.map(
+            lambda ids, labels: (ids, {k: tf.random.shuffle(v, seed=seed) for k, v in labels.items()}))
 
     model = model_lib.build_model(
         vocab_size=embedding_input_dim(tf_transform_output),

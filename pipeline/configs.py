@@ -54,6 +54,9 @@ class TrainingConfig:
     length_sort_window_batches: int = 32
     shuffle_buffer: int = 10_000
     seed: int = 42
+    # A deliberately broken candidate, to prove the gate: labels are shuffled
+    # within each training batch, so the model cannot learn text -> label.
+    shuffle_labels: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +65,20 @@ class EvaluationConfig:
     min_accuracy: float = 0.7
     # Change gate against the latest blessed model: accuracy may drop at most this much.
     max_accuracy_drop: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    # Pusher keeps at most this many versions under the serving directory (newest first).
+    versions_to_keep: int = 3
+    # InfraValidator: the slowest canary request (median of its repeats, after a
+    # warm-up) must answer within this budget.
+    latency_budget_ms: float = 2000.0
+    # `python -m pipeline serve` limits: instances per request and request body size.
+    max_instances: int = 256
+    max_body_bytes: int = 8 * 1024 * 1024
+    # How often the server looks for newly pushed versions.
+    poll_seconds: float = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +99,7 @@ class DatasetConfig:
     # stable hash of the text, with these percentages for eval and test.
     eval_percent: int = 10
     test_percent: int = 10
+    serving: ServingConfig = ServingConfig()
 
     @property
     def schema_dir(self) -> Path:

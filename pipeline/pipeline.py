@@ -15,8 +15,10 @@ import tensorflow_model_analysis as tfma  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 from tfx.proto import transform_pb2  # noqa: E402
 
-from components.review_example_gen import SPLITS, ReviewExampleGen  # noqa: E402
+from components.infra_validator import InfraValidator  # noqa: E402
+from components.review_example_gen import LENGTH_BUCKET, SOURCE, SPLITS, ReviewExampleGen  # noqa: E402
 from components.validation_gate import DataValidationGate  # noqa: E402
+from components.versioned_pusher import VersionedPusher  # noqa: E402
 from models import features  # noqa: E402
 from pipeline import configs  # noqa: E402
 
@@ -26,7 +28,11 @@ TRAIN, EVAL, TEST = SPLITS
 
 
 def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
-    """Headline metrics on the test split, and the two gates on accuracy."""
+    """Metrics on the test split, overall and per slice, and the two gates on accuracy.
+
+    Slices: overall, by text-length bucket and by source file (raw features
+    ExampleGen writes). The gates apply to the overall slice.
+    """
     gate = dataset.evaluation
     accuracy_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": gate.min_accuracy}),
@@ -43,7 +49,11 @@ def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
                 prediction_key=features.PROBABILITY,
             )
         ],
-        slicing_specs=[tfma.SlicingSpec()],
+        slicing_specs=[
+            tfma.SlicingSpec(),
+            tfma.SlicingSpec(feature_keys=[LENGTH_BUCKET]),
+            tfma.SlicingSpec(feature_keys=[SOURCE]),
+        ],
         metrics_specs=[
             tfma.MetricsSpec(
                 metrics=[
@@ -52,6 +62,11 @@ def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
                     tfma.MetricConfig(class_name="AUC"),
                     tfma.MetricConfig(class_name="Precision"),
                     tfma.MetricConfig(class_name="Recall"),
+                    # The confusion matrix at 0.5, for the run report.
+                    tfma.MetricConfig(class_name="TruePositives"),
+                    tfma.MetricConfig(class_name="FalsePositives"),
+                    tfma.MetricConfig(class_name="TrueNegatives"),
+                    tfma.MetricConfig(class_name="FalseNegatives"),
                 ]
             )
         ],
@@ -123,13 +138,22 @@ def create_pipeline(
         example_splits=[TEST],
     )
 
-    pusher = tfx.components.Pusher(
+    # Loads the candidate in a separate process and sends it canary requests.
+    infra_validator = InfraValidator(
+        model=trainer.outputs["model"],
+        latency_budget_ms=dataset.serving.latency_budget_ms,
+    ).with_id("InfraValidator")
+
+    # Pushes only with both blessings; atomic versions, at most `versions_to_keep` kept.
+    pusher = VersionedPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=infra_validator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=str(config.serving_dir))
         ),
-    )
+        versions_to_keep=dataset.serving.versions_to_keep,
+    ).with_id("Pusher")
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
@@ -144,6 +168,7 @@ def create_pipeline(
             trainer,
             latest_blessed_model,
             evaluator,
+            infra_validator,
             pusher,
         ],
         enable_cache=config.enable_cache,

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 ROWS = 400
 EXPECTED_COMPONENTS = {
     "ExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "DataValidationGate", "Transform", "Trainer",
-    "LatestBlessedModelResolver", "Evaluator", "Pusher",
+    "LatestBlessedModelResolver", "Evaluator", "InfraValidator", "Pusher",
 }
 
 
@@ -85,7 +85,7 @@ def test_every_component_ran_and_recorded_its_outputs(runs):
     store = run_summary.open_store(output_dir / "metadata" / "sentiment-polarity.sqlite")
     types = {store.get_artifact_types_by_id([a.type_id])[0].name for a in store.get_artifacts()}
     assert {"Examples", "ExampleStatistics", "Schema", "ExampleAnomalies", "TransformGraph", "Model",
-            "ModelRun", "ModelEvaluation", "ModelBlessing", "PushedModel"} <= types
+            "ModelRun", "ModelEvaluation", "ModelBlessing", "InfraBlessing", "PushedModel"} <= types
     for artifact in store.get_artifacts():
         assert Path(artifact.uri).exists(), artifact.uri
 
