@@ -30,6 +30,9 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
         raise SystemExit(f"error: {error}") from None
     try:
         input_path = data_sources.resolve_input(dataset, args.input, args.data_dir, download=not args.no_download)
+        if dataset.model.pretrained_embeddings:
+            vectors = data_sources.resolve_embeddings(dataset.model.pretrained_embeddings, args.data_dir)
+            dataset = configs.with_overrides(dataset, {"model.pretrained_embeddings": str(vectors)})
     except data_sources.DataNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
     return configs.PipelineConfig(
@@ -72,6 +75,11 @@ def make_parser() -> argparse.ArgumentParser:
     from pipeline import kubeflow_v2_runner  # light: the TFX imports happen when compiling
 
     kubeflow_v2_runner.add_compile_parser(commands)
+
+    from pipeline import predict, serve
+
+    predict.add_parser(commands)
+    serve.add_parser(commands)
     return parser
 
 
@@ -81,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline import kubeflow_v2_runner
 
         return kubeflow_v2_runner.compile_command(args)
+    if args.command == "predict":
+        from pipeline import predict
+
+        return predict.predict_command(args)
+    if args.command == "serve":
+        from pipeline import serve
+
+        return serve.serve_command(args)
     if args.command == "run":
         config = build_config(args)
         if args.beam_profile or args.beam_option:

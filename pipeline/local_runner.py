@@ -59,6 +59,12 @@ def run(config: configs.PipelineConfig) -> run_summary.RunSummary:
         ) from error
     summary = run_summary.summarize_run(config.metadata_path, config.pipeline_name)
     summary.total_wall_time_s = round(time.time() - started, 1)
+    try:
+        from pipeline import report  # matplotlib and TFMA only once the run is done
+
+        summary.report_path = str(report.write_report(config.metadata_path, config.pipeline_root, summary))
+    except Exception:  # the report must not turn a finished run into a failed one
+        logging.exception("Writing the run report failed")
     path = run_summary.write_summary(summary, config.pipeline_root)
     print(summary.format(), flush=True)
     print(f"Summary written to {path}", flush=True)

@@ -42,6 +42,8 @@ class RunSummary:
     model_uri: str | None = None
     anomalies_uri: str | None = None
     total_wall_time_s: float = 0.0
+    # The run report (pipeline/report.py), when it was written.
+    report_path: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -60,6 +62,8 @@ class RunSummary:
             lines.append("  test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(self.metrics.items())))
         lines.append(f"  blessed: {self.blessed}")
         lines.append(f"  pushed:  {self.pushed_path if self.pushed else 'no'}")
+        if self.report_path:
+            lines.append(f"  report:  {self.report_path}")
         return "\n".join(lines)
 
 

@@ -1,0 +1,145 @@
+"""Scores raw texts with a pushed model: label, probability, and why.
+
+`python -m pipeline predict "text" ...` (or `--file reviews.txt`, or `-` for
+stdin, one text a line) prints for each text the label and probability, every
+token with its attention weight, and the trajectory: the positive-class
+probability after reading the first 1, 2, ..., n tokens. The model computes the
+whole trajectory in the same pass as the prediction (one call for all texts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+SERVING_SIGNATURE = "serving_default"
+
+
+def list_versions(base_dir: Path) -> list[int]:
+    from components.versioned_pusher import list_versions as _list
+
+    return _list(str(base_dir))
+
+
+def resolve_model_dir(path: Path) -> Path:
+    """A SavedModel directory, or a serving directory of versions (the highest is used)."""
+    if (path / "saved_model.pb").exists():
+        return path
+    versions = list_versions(path)
+    if not versions:
+        raise FileNotFoundError(f"no SavedModel and no pushed version under {path}")
+    return path / str(versions[-1])
+
+
+def load_signature(model_dir: Path):
+    import tensorflow as tf
+
+    model = tf.saved_model.load(str(model_dir))
+    # Keep the loaded object alive as long as the signature is used.
+    signature = model.signatures[SERVING_SIGNATURE]
+    signature._loaded_model = model  # noqa: SLF001
+    return signature
+
+
+def tokens_of(texts: list[str]) -> list[list[str]]:
+    """The tokens the model sees, by the same tokenizer the Transform graph uses."""
+    import tensorflow as tf
+
+    from models import preprocessing
+
+    ragged = preprocessing.tokenize(tf.constant(texts, dtype=tf.string))
+    return [[t.decode("utf-8", "replace") for t in row] for row in ragged.to_list()]
+
+
+def predict(signature, texts: list[str], with_tokens: bool = True) -> list[dict[str, Any]]:
+    """One call for all texts; per text: label, probability, length, and per-token details."""
+    import tensorflow as tf
+
+    out = {k: v.numpy() for k, v in signature(text=tf.constant(texts, dtype=tf.string)).items()}
+    tokens = tokens_of(texts) if with_tokens else None
+    results = []
+    for i, text in enumerate(texts):
+        n = int(out["length"][i])
+        row = {
+            "label": int(out["label"][i]),
+            "probability": float(out["probability"][i]),
+            "length": n,
+            "attention": [float(x) for x in out["attention"][i, :n]],
+            "trajectory": [float(x) for x in out["trajectory"][i, :n]],
+        }
+        if tokens is not None:
+            row["tokens"] = tokens[i][:n]
+        results.append(row)
+    return results
+
+
+def format_prediction(text: str, result: dict[str, Any], width: int = 30) -> str:
+    label = "positive" if result["label"] == 1 else "negative"
+    shown = text if len(text) <= 100 else text[:97] + "..."
+    lines = [f"{shown!r}", f"  {label}  (probability of positive {result['probability']:.4f}, "
+             f"{result['length']} tokens)"]
+    if result["length"]:
+        lines.append(f"  {'token':<18} {'attention':>9}  {'P(pos) after it':>15}")
+        top = max(result["attention"]) or 1.0
+        for token, weight, prob in zip(result.get("tokens") or ["?"] * result["length"],
+                                       result["attention"], result["trajectory"]):
+            bar = "#" * int(round(width * weight / top))
+            lines.append(f"  {token[:18]:<18} {weight:9.4f}  {prob:15.4f}  {bar}")
+    return "\n".join(lines)
+
+
+def read_texts(args_texts: list[str], file: str | None) -> list[str]:
+    texts = list(args_texts)
+    if file:
+        stream: Iterable[str] = sys.stdin if file == "-" else open(file, encoding="utf-8")
+        texts += [line.rstrip("\n") for line in stream if line.strip()]
+    if texts == ["-"]:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    return texts
+
+
+def predict_command(args) -> int:
+    from pipeline import configs
+
+    texts = read_texts(args.texts or [], args.file)
+    if not texts:
+        print("error: no text given (pass texts, --file FILE, or - for stdin)", file=sys.stderr)
+        return 2
+    if args.model:
+        path = Path(args.model)
+    else:
+        output_dir = Path(args.output_dir).resolve() if args.output_dir else configs.default_output_dir()
+        path = output_dir / "serving" / f"sentiment-{args.dataset}"
+    try:
+        model_dir = resolve_model_dir(path)
+    except FileNotFoundError as error:
+        print(f"error: {error}. Run the pipeline first, or pass --model.", file=sys.stderr)
+        return 1
+    signature = load_signature(model_dir)
+    results = predict(signature, texts)
+    if args.json:
+        for text, result in zip(texts, results):
+            print(json.dumps({"text": text, **result}, ensure_ascii=False))
+    else:
+        print(f"model: {model_dir}")
+        for text, result in zip(texts, results):
+            print(format_prediction(text, result))
+    return 0
+
+
+def add_parser(commands) -> None:
+    from pipeline import configs
+
+    parser = commands.add_parser("predict", help="score texts with the pushed model (label, attention, trajectory)")
+    parser.add_argument("texts", nargs="*", help="texts to score; '-' reads one text per line from stdin")
+    parser.add_argument("--file", help="read one text per line from FILE ('-' for stdin)")
+    parser.add_argument("--dataset", choices=sorted(configs.DATASETS), default=configs.DEFAULT_DATASET)
+    parser.add_argument("--output-dir", help="the run's output directory (default: $SENTIMENT_OUTPUT_DIR or ./outputs)")
+    parser.add_argument("--model", help="a SavedModel directory or a serving directory of versions "
+                        "(default: the latest version pushed for --dataset)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per text instead of a table")

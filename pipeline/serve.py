@@ -1,0 +1,287 @@
+"""A subset of TF Serving's REST API for the pushed model, with Flask on waitress.
+
+    GET  /v1/models/<name>                         version status (like TF Serving)
+    GET  /v1/models/<name>/versions/<v>            one version's status
+    POST /v1/models/<name>:predict                 the highest (newest) version
+    POST /v1/models/<name>/versions/<v>:predict    a given version
+
+Request bodies: `{"instances": ["text", ...]}` (or `[{"text": "..."}, ...]`), or
+`{"inputs": ["text", ...]}` (or `{"inputs": {"text": [...]}}`). The answer is
+`{"predictions": [{"probability", "label", "length", "attention", "trajectory"}, ...]}`,
+with attention and trajectory cut to each text's own tokens. (For `inputs` TF
+Serving answers `{"outputs": ...}`; here both answer `predictions`.)
+
+The server watches the serving directory: a version the Pusher renames into
+place is loaded in the background and becomes the default once loaded; a
+version removed from disk is unloaded. Bad requests get a 4xx JSON `{"error": ...}`
+and the server keeps serving. It binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from flask import Flask, jsonify, request  # noqa: E402
+from werkzeug.exceptions import HTTPException  # noqa: E402
+
+log = logging.getLogger("sentiment.serve")
+
+
+class ModelRepository:
+    """The loaded versions of one model, kept in step with its serving directory."""
+
+    def __init__(self, base_dir: Path, poll_seconds: float = 2.0, loader=None):
+        from pipeline import predict
+
+        self.base_dir = Path(base_dir)
+        self.poll_seconds = poll_seconds
+        self._loader = loader or predict.load_signature
+        self._lock = threading.Lock()
+        self._loaded: dict[int, Any] = {}
+        self._failed: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> None:
+        """Loads versions that appeared, unloads versions that went away."""
+        from pipeline import predict
+
+        on_disk = set(predict.list_versions(self.base_dir))
+        with self._lock:
+            gone = set(self._loaded) - on_disk
+            for version in gone:
+                del self._loaded[version]
+            new = sorted(on_disk - set(self._loaded) - set(self._failed), reverse=True)
+        for version in gone:
+            log.info("version %d removed from disk: unloaded", version)
+        for version in new:
+            try:
+                signature = self._loader(self.base_dir / str(version))
+            except Exception as error:  # a broken version must not take the server down
+                log.error("version %d failed to load: %s", version, error)
+                with self._lock:
+                    self._failed[version] = f"{type(error).__name__}: {error}"
+                continue
+            with self._lock:
+                self._loaded[version] = signature
+            log.info("version %d loaded", version)
+
+    def start(self) -> None:
+        def loop():
+            while not self._stop.wait(self.poll_seconds):
+                try:
+                    self.refresh()
+                except Exception:  # keep watching whatever happens
+                    log.exception("refreshing versions failed")
+
+        self._thread = threading.Thread(target=loop, name="version-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def versions(self) -> list[int]:
+        with self._lock:
+            return sorted(self._loaded)
+
+    def get(self, version: int | None):
+        with self._lock:
+            if not self._loaded:
+                return None, None
+            if version is None:
+                version = max(self._loaded)
+            return version, self._loaded.get(version)
+
+    def status(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = [{"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+                    for v in sorted(self._loaded, reverse=True)]
+            rows += [{"version": str(v), "state": "END", "status": {"error_code": "UNKNOWN", "error_message": m}}
+                     for v, m in sorted(self._failed.items(), reverse=True)]
+        return rows
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def parse_texts(body: Any, max_instances: int) -> list[str]:
+    """The texts of a TF Serving style request body; BadRequest says what is wrong."""
+    if not isinstance(body, dict):
+        raise BadRequest('the body must be a JSON object: {"instances": [...]} or {"inputs": ...}')
+    keys = {"instances", "inputs"} & set(body)
+    if len(keys) != 1:
+        raise BadRequest('the body must have exactly one of "instances" or "inputs"')
+    (key,) = keys
+    value = body[key]
+    if key == "inputs" and isinstance(value, dict):
+        if set(value) != {"text"}:
+            raise BadRequest(f'"inputs" as an object must have exactly the key "text", got {sorted(value)}')
+        value = value["text"]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise BadRequest(f'"{key}" must be a list of strings, got {type(value).__name__}')
+    if not value:
+        raise BadRequest(f'"{key}" is empty')
+    if len(value) > max_instances:
+        raise BadRequest(f"too many instances: {len(value)} > {max_instances} per request", 413)
+    texts = []
+    for i, item in enumerate(value):
+        if isinstance(item, dict) and key == "instances":
+            if set(item) != {"text"}:
+                raise BadRequest(f'instance {i}: an object instance must have exactly the key "text"')
+            item = item["text"]
+        if not isinstance(item, str):
+            raise BadRequest(f"instance {i}: expected a string, got {type(item).__name__}")
+        texts.append(item)
+    return texts
+
+
+def create_app(repository: ModelRepository, model_name: str, max_instances: int = 256,
+               max_body_bytes: int = 8 * 1024 * 1024) -> Flask:
+    from pipeline import predict
+
+    app = Flask("sentiment-serve")
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.json.sort_keys = False
+
+    def error(message: str, status: int):
+        return jsonify({"error": message}), status
+
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: BadRequest):
+        return error(str(exc), exc.status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if exc.code == 413:
+            return error(f"request body over the limit of {max_body_bytes} bytes", 413)
+        if exc.code == 404:
+            return error(f"no such endpoint: {request.method} {request.path}; use /v1/models/{model_name}"
+                         f"[/versions/<v>]:predict", 404)
+        if exc.code == 405:
+            return error(f"{request.method} is not allowed on {request.path}", 405)
+        return error(exc.description or exc.name, exc.code or 500)
+
+    def check_model(name: str) -> None:
+        if name != model_name:
+            raise BadRequest(f"unknown model {name!r}; this server serves {model_name!r}", 404)
+
+    def parse_version(raw: str | None) -> int | None:
+        if raw is None:
+            return None
+        if not raw.isdigit():
+            raise BadRequest(f"version must be a number, got {raw!r}", 400)
+        return int(raw)
+
+    @app.get("/v1/models/<name>")
+    @app.get("/v1/models/<name>/versions/<version>")
+    def model_status(name: str, version: str | None = None):
+        check_model(name)
+        rows = repository.status()
+        if version is not None:
+            wanted = str(parse_version(version))
+            rows = [r for r in rows if r["version"] == wanted]
+            if not rows:
+                raise BadRequest(f"model {name!r} has no version {wanted}; versions: "
+                                 f"{repository.versions()}", 404)
+        return jsonify({"model_version_status": rows})
+
+    def do_predict(name: str, version: str | None):
+        check_model(name)
+        wanted = parse_version(version)
+        data = request.get_data(cache=True)
+        if not data:
+            raise BadRequest('empty request body; send JSON like {"instances": ["a text"]}')
+        try:
+            body = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        texts = parse_texts(body, max_instances)
+        served_version, signature = repository.get(wanted)
+        if signature is None:
+            if served_version is None:
+                return error(f"model {name!r} has no version loaded yet", 503)
+            raise BadRequest(f"model {name!r} has no version {wanted}; versions: {repository.versions()}", 404)
+        results = predict.predict(signature, texts, with_tokens=False)
+        response = jsonify({"predictions": results, "model_version": str(served_version)})
+        response.headers["X-Model-Version"] = str(served_version)
+        return response
+
+    @app.post("/v1/models/<path:target>")
+    def predict_route(target: str):
+        # Flask routes cannot end in ":predict" after a variable, so split by hand.
+        path, sep, verb = target.rpartition(":")
+        if not sep or verb != "predict":
+            raise BadRequest(f"unsupported verb in {request.path!r}; only :predict is served", 404)
+        parts = path.split("/")
+        if len(parts) == 1:
+            return do_predict(parts[0], None)
+        if len(parts) == 3 and parts[1] == "versions":
+            return do_predict(parts[0], parts[2])
+        raise BadRequest(f"no such endpoint: {request.path}", 404)
+
+    return app
+
+
+def serve_command(args) -> int:
+    from waitress import create_server
+
+    from pipeline import configs
+
+    dataset = configs.DATASETS[args.dataset]
+    limits = dataset.serving
+    if args.model_base_dir:
+        base = Path(args.model_base_dir).resolve()
+    else:
+        output_dir = Path(args.output_dir).resolve() if args.output_dir else configs.default_output_dir()
+        base = output_dir / "serving" / f"sentiment-{dataset.name}"
+    name = args.model_name or base.name
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    repository = ModelRepository(base, poll_seconds=args.poll_seconds or limits.poll_seconds)
+    repository.refresh()
+    if not repository.versions():
+        log.warning("no version under %s yet; waiting for the Pusher", base)
+    repository.start()
+    app = create_app(repository, name, max_instances=args.max_instances or limits.max_instances,
+                     max_body_bytes=args.max_body_bytes or limits.max_body_bytes)
+    server = create_server(app, host=args.host, port=args.port, threads=args.threads,
+                           max_request_body_size=(args.max_body_bytes or limits.max_body_bytes) + 1024)
+    print(f"Serving {name} versions {repository.versions()} from {base} on "
+          f"http://{args.host}:{server.effective_port}/v1/models/{name}", flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        repository.stop()
+    return 0
+
+
+def add_parser(commands) -> None:
+    from pipeline import configs
+
+    parser = commands.add_parser("serve", help="serve the pushed model over TF Serving's REST API")
+    parser.add_argument("--dataset", choices=sorted(configs.DATASETS), default=configs.DEFAULT_DATASET)
+    parser.add_argument("--output-dir", help="the run's output directory (default: $SENTIMENT_OUTPUT_DIR or ./outputs)")
+    parser.add_argument("--model-base-dir", help="a serving directory of numbered versions "
+                        "(default: <output-dir>/serving/sentiment-<dataset>)")
+    parser.add_argument("--model-name", help="the <name> in /v1/models/<name> (default: the directory's name)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port; 0 = any)")
+    parser.add_argument("--threads", type=int, default=4, help="worker threads")
+    parser.add_argument("--max-instances", type=int, help="instances per request (default: config serving.max_instances)")
+    parser.add_argument("--max-body-bytes", type=int, help="request body limit (default: config serving.max_body_bytes)")
+    parser.add_argument("--poll-seconds", type=float, help="how often to look for new versions")
+
