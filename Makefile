@@ -58,3 +58,19 @@ airflow-venv: $(STAMP)
 # DagBag import check, then `airflow dags test` on 300 rows of polarity (a few minutes).
 airflow-test: airflow-venv
 	.venv-airflow/bin/python -m pytest -q -s tests/test_airflow_dag.py
+
+# --- Using the pushed model (README: "Using the model") ---
+.PHONY: serve predict load-test
+MODEL_BASE_DIR ?= outputs/serving/sentiment-$(DATASET)
+
+# TF Serving REST API subset on 127.0.0.1:8501 for the latest pushed version.
+serve: $(STAMP)
+	$(PY) -m pipeline serve --dataset $(DATASET) $(ARGS)
+
+# make predict TEXT="a gorgeous, witty film"
+predict: $(STAMP)
+	$(PY) -m pipeline predict --dataset $(DATASET) "$(TEXT)"
+
+# Concurrent clients against the server for a fixed time; writes bench/results/load_test.json.
+load-test: $(STAMP)
+	$(PY) bench/load_test.py --model-base-dir $(MODEL_BASE_DIR) $(ARGS)
