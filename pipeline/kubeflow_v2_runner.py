@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
@@ -212,21 +213,13 @@ def validate_spec(path: str | os.PathLike) -> dict[str, Any]:
     if "pipelineSpec" in document:
         job = pipeline_spec_pb2.PipelineJob()
         json_format.Parse(json.dumps(document), job)
-    # The SDK loads a PipelineSpec document; give it one.
-    spec_only = path.with_name(path.stem + ".pipelinespec.yaml") if "pipelineSpec" in document else path
-    if spec_only != path:
+    # The SDK loads a bare PipelineSpec document; give it one.
+    with tempfile.TemporaryDirectory() as scratch:
+        spec_only = Path(scratch) / "pipeline_spec.yaml"
         spec_only.write_text(yaml.safe_dump(spec_dict, sort_keys=True))
-    try:
         loaded = components.load_component_from_file(str(spec_only))
-    finally:
-        if spec_only != path:
-            spec_only.unlink()
-    images = sorted({
-        executor.container.image for executor in spec.deployment_spec.fields["executors"].struct_value.fields.values()
-        for executor in [json_format.ParseDict(json_format.MessageToDict(executor.struct_value),
-                                               pipeline_spec_pb2.PipelineDeploymentConfig.ExecutorSpec())]
-        if executor.HasField("container")
-    })
+    executors = spec_dict.get("deploymentSpec", {}).get("executors", {})
+    images = sorted({e["container"]["image"] for e in executors.values() if "container" in e})
     return {
         "name": spec.pipeline_info.name,
         "tasks": sorted(spec.root.dag.tasks),
