@@ -25,10 +25,23 @@ DEFAULT_VOCAB_SIZE = 20_000
 DEFAULT_MAX_LEN = 256
 
 
-def tokenize(texts: tf.Tensor) -> tf.RaggedTensor:
-    """Lowercases, drops HTML breaks, splits punctuation off, splits on whitespace."""
+TOKEN_LEVELS = ("word", "char")
+
+
+def normalize(texts: tf.Tensor) -> tf.Tensor:
+    """Lowercase, HTML breaks dropped, runs of whitespace as one space."""
     texts = tf.strings.lower(texts, encoding="utf-8")
     texts = tf.strings.regex_replace(texts, _HTML_BREAK, " ")
+    return tf.strings.strip(tf.strings.regex_replace(texts, r"\s+", " "))
+
+
+def tokenize(texts: tf.Tensor, token_level: str = "word") -> tf.RaggedTensor:
+    """Words (punctuation split off, whitespace split) or characters (spaces included)."""
+    texts = normalize(texts)
+    if token_level == "char":
+        return tf.strings.unicode_split(texts, "UTF-8")
+    if token_level != "word":
+        raise ValueError(f"token_level {token_level!r} is not one of {TOKEN_LEVELS}")
     texts = tf.strings.regex_replace(texts, _PUNCTUATION, r" \1 ")
     return tf.strings.split(texts)
 
@@ -41,12 +54,12 @@ def pad_and_truncate(ids: tf.RaggedTensor, max_len: int) -> tuple[tf.Tensor, tf.
     return dense, lengths
 
 
-def build_preprocessing_fn(vocab_size: int, max_len: int):
-    """Returns a preprocessing_fn with the vocabulary size and max length bound."""
+def build_preprocessing_fn(vocab_size: int, max_len: int, token_level: str = "word"):
+    """Returns a preprocessing_fn with the vocabulary size, max length and token level bound."""
 
     def preprocessing_fn(inputs):
         texts = _dense_strings(inputs[features.TEXT])
-        tokens = tokenize(texts)
+        tokens = tokenize(texts, token_level)
         # tft ids are 0..V-1 for the vocabulary and V for out-of-vocabulary;
         # shifting by one frees 0 for padding.
         vocab_ids = tft.compute_and_apply_vocabulary(
@@ -72,6 +85,7 @@ def preprocessing_fn(inputs, custom_config=None):
     fn = build_preprocessing_fn(
         vocab_size=int(custom_config.get("vocab_size", DEFAULT_VOCAB_SIZE)),
         max_len=int(custom_config.get("max_len", DEFAULT_MAX_LEN)),
+        token_level=custom_config.get("token_level", "word"),
     )
     return fn(inputs)
 

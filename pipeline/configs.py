@@ -89,6 +89,7 @@ class DatasetConfig:
     # archive or folder, or a CSV/TSV file or glob (see components/review_sources).
     sources: tuple[str, ...]
     vocab_size: int
+    # In tokens of `token_level`: "word" (default) or "char".
     max_len: int
     model: ModelConfig
     training: TrainingConfig
@@ -99,6 +100,7 @@ class DatasetConfig:
     # stable hash of the text, with these percentages for eval and test.
     eval_percent: int = 10
     test_percent: int = 10
+    token_level: str = "word"
     serving: ServingConfig = ServingConfig()
 
     @property
@@ -203,7 +205,7 @@ def trainer_hyperparameters(dataset: DatasetConfig) -> dict[str, Any]:
 
 
 def transform_custom_config(dataset: DatasetConfig) -> dict[str, Any]:
-    return {"vocab_size": dataset.vocab_size, "max_len": dataset.max_len}
+    return {"vocab_size": dataset.vocab_size, "max_len": dataset.max_len, "token_level": dataset.token_level}
 
 
 def with_overrides(config: Any, overrides: Mapping[str, str]) -> Any:

@@ -97,6 +97,19 @@ def resolve_input(
     return fetch(source.url, source.sha256, (cache_dir or default_cache_dir()) / source.relative_path)
 
 
+def resolve_embeddings(path: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Pretrained vectors: an absolute path, or one relative to the data directory."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute():
+        roots = [Path("/")]
+    else:
+        roots = [Path(p) for p in (data_dir, os.environ.get(DATA_DIR_ENV)) if p] + [SHARED_DATA_DIR, Path.cwd()]
+    for root in roots:
+        if (root / candidate).is_file():
+            return (root / candidate).resolve()
+    raise DataNotFoundError(f"pretrained embeddings {path} not found (looked under {', '.join(map(str, roots))})")
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

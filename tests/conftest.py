@@ -20,7 +20,7 @@ TINY_TEXTS = [
 TINY_LABELS = [1, 0, 1, 0, 1, 0]
 
 
-def run_transform(texts, labels, vocab_size, max_len, output_dir):
+def run_transform(texts, labels, vocab_size, max_len, output_dir, token_level="word"):
     """Analyzes and transforms `texts` with the pipeline's preprocessing_fn."""
     import tempfile
 
@@ -37,7 +37,7 @@ def run_transform(texts, labels, vocab_size, max_len, output_dir):
     }
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
     rows = [{features.TEXT: [t.encode()], features.LABEL: [l]} for t, l in zip(texts, labels)]
-    fn = preprocessing.build_preprocessing_fn(vocab_size=vocab_size, max_len=max_len)
+    fn = preprocessing.build_preprocessing_fn(vocab_size=vocab_size, max_len=max_len, token_level=token_level)
     with tft_beam.Context(temp_dir=tempfile.mkdtemp(dir=output_dir), force_tf_compat_v1=False):
         (transformed, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
             fn, output_record_batches=False

@@ -50,3 +50,14 @@ def test_tokens_outside_top_k_share_the_oov_id(tmp_path):
     assert list(transformed[0][features.TOKEN_IDS]) == [1, 1, 1, 2, 2, oov_id, 0, 0]
     assert list(transformed[1][features.TOKEN_IDS]) == [1, 2, oov_id, 0, 0, 0, 0, 0]
     assert [int(r[features.LABEL]) for r in transformed] == [1, 0]
+
+
+def test_character_level_tokens_keep_single_spaces_and_drop_html(tmp_path):
+    chars = [c.decode() for c in preprocessing.tokenize(tf.constant(["Ab<br />  c!"]), "char")[0].numpy()]
+    assert chars == ["a", "b", " ", "c", "!"]
+    transformed, tft_output = run_transform(["ab ab", "ba!"], [1, 0], vocab_size=100, max_len=6,
+                                            output_dir=tmp_path, token_level="char")
+    vocab = [v.decode() for v in tft_output.vocabulary_by_name(features.VOCABULARY_NAME)]
+    assert set(vocab) == {"a", "b", " ", "!"}
+    assert transformed[0][features.LENGTH] == 5 and transformed[1][features.LENGTH] == 3
+    assert [vocab[i - 1] for i in transformed[1][features.TOKEN_IDS][:3]] == ["b", "a", "!"]

@@ -1,0 +1,239 @@
+"""Trainer benchmark: accuracy, AUC and speed of the configured model, against the
+TensorFlow text-classification tutorial's BiLSTM measured in the same process.
+
+Reads the artifacts a pipeline run left (ExampleGen examples, Transform graph
+and transformed examples), so it measures exactly what the Trainer sees:
+
+    make pipeline DATASET=imdb            # once, for the artifacts
+    .venv/bin/python bench/train_benchmark.py --dataset imdb --tutorial-steps 60
+    .venv/bin/python bench/train_benchmark.py --dataset polarity --seeds 5 [--set model.pretrained_embeddings=...]
+
+IMDB: trains on the train split, stops early on the eval split, reports the
+official test set. Polarity: the mean over N seeds of a random 90/10 split of
+all examples (10% of the 90% held out for early stopping). Prints the figures
+and writes them to bench/results/train_<dataset>.json (or --output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+
+from models import features, trainer  # noqa: E402
+from models import model as model_lib  # noqa: E402
+from pipeline import configs, data_sources  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+class StepTimer(tf.keras.callbacks.Callback):
+    """Wall time per epoch, and throughput after the first `warmup` steps (graph tracing)."""
+
+    def __init__(self, examples_per_epoch: int, batch_size: int, warmup: int = 5):
+        super().__init__()
+        self.examples_per_epoch, self.batch_size, self.warmup = examples_per_epoch, batch_size, warmup
+        self.epoch_seconds: list[float] = []
+        self.steady_examples = 0
+        self.steady_seconds = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+        self._steady_start = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 == self.warmup:
+            self._steady_start = time.perf_counter()
+            self._steady_batches = 0
+        elif self._steady_start is not None:
+            self._steady_batches += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        self.epoch_seconds.append(now - self._epoch_start)
+        if self._steady_start is not None and self._steady_batches:
+            self.steady_seconds += now - self._steady_start
+            self.steady_examples += self._steady_batches * self.batch_size
+
+
+def latest(pattern: str) -> str:
+    matches = sorted(glob.glob(pattern), key=lambda p: int(p.rstrip("/").split("/")[-1]))
+    if not matches:
+        raise SystemExit(f"no artifacts match {pattern}: run the pipeline for this dataset first")
+    return matches[-1]
+
+
+def parse_all(files: list[str], tf_transform_output) -> dict[str, np.ndarray]:
+    spec = tf_transform_output.transformed_feature_spec()
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096).map(
+        lambda r: tf.io.parse_example(r, spec))
+    parts = list(dataset.as_numpy_iterator())
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def batches(arrays: dict[str, np.ndarray], training: dict, shuffle: bool, seed: int) -> tf.data.Dataset:
+    dataset = tf.data.Dataset.from_tensor_slices(arrays)
+    if shuffle:
+        dataset = dataset.shuffle(len(arrays[features.LENGTH]), seed=seed, reshuffle_each_iteration=True)
+    return trainer.length_batched_dataset(dataset, int(training["batch_size"]),
+                                          int(training["length_sort_window_batches"]), shuffle, seed)
+
+
+def train_and_test(train, valid, test, tf_transform_output, hyperparameters, seed):
+    """Trains one model; returns its metrics and timings."""
+    training = hyperparameters["training"]
+    tf.keras.utils.set_random_seed(seed)
+    model = model_lib.build_model(
+        vocab_size=trainer.embedding_input_dim(tf_transform_output),
+        embedding_matrix=trainer.pretrained_matrix(tf_transform_output, hyperparameters["model"], seed),
+        **{k: v for k, v in hyperparameters["model"].items() if k != "pretrained_embeddings"},
+    )
+    train_model = model_lib.training_view(model)
+    model_lib.compile_model(train_model, float(training["learning_rate"]), float(training["clipnorm"]))
+    timer = StepTimer(len(train[features.LENGTH]), int(training["batch_size"]))
+    callbacks = [timer, tf.keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=int(training["early_stopping_patience"]), restore_best_weights=True)]
+    if training.get("lr_schedule") == "plateau":
+        callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=0))
+    started = time.perf_counter()
+    history = train_model.fit(batches(train, training, True, seed), validation_data=batches(valid, training, False, 0),
+                              epochs=int(training["epochs"]), callbacks=callbacks, verbose=2)
+    train_seconds = time.perf_counter() - started
+
+    test_batches = batches(test, training, False, 0)
+    started = time.perf_counter()
+    logits, labels = [], []
+    for ids, label in test_batches:
+        logits.append(train_model(ids, training=False)[model_lib.LOGIT].numpy())
+        labels.append(label[model_lib.LOGIT].numpy())
+    infer_seconds = time.perf_counter() - started
+    logits, labels = np.concatenate(logits), np.concatenate(labels)
+    auc = tf.keras.metrics.AUC(from_logits=True)
+    auc.update_state(labels, logits)
+    val_loss = history.history["val_loss"]
+    return {
+        "test_accuracy": float(np.mean((logits > 0) == (labels > 0.5))),
+        "test_auc": float(auc.result()),
+        "test_examples": int(len(labels)),
+        "epochs_run": len(val_loss),
+        "best_epoch": int(np.argmin(val_loss)) + 1,
+        "best_val_accuracy": float(history.history["val_accuracy"][int(np.argmin(val_loss))]),
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_epoch": [round(s, 1) for s in timer.epoch_seconds],
+        "train_examples_per_second": round(timer.steady_examples / max(timer.steady_seconds, 1e-9), 1),
+        "inference_examples_per_second": round(len(labels) / infer_seconds, 1),
+    }
+
+
+def tutorial_throughput(texts: np.ndarray, labels: np.ndarray, steps: int, seed: int) -> dict:
+    """The TF text-classification tutorial's BiLSTM, timed for a fixed number of steps."""
+    tf.keras.utils.set_random_seed(seed)
+    encoder = tf.keras.layers.TextVectorization(max_tokens=1000)
+    encoder.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(256))
+    model = tf.keras.Sequential([
+        encoder,
+        tf.keras.layers.Embedding(len(encoder.get_vocabulary()), 64, mask_zero=True),
+        tf.keras.layers.Bidirectional(tf.keras.layers.LSTM(64)),
+        tf.keras.layers.Dense(64, activation="relu"),
+        tf.keras.layers.Dense(1),
+    ])
+    model.compile(loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+                  optimizer=tf.keras.optimizers.Adam(1e-4), metrics=["accuracy"])
+    dataset = tf.data.Dataset.from_tensor_slices((texts, labels.astype(np.float32))).shuffle(
+        len(texts), seed=seed).batch(64).prefetch(2)
+    timer = StepTimer(steps * 64, 64)
+    model.fit(dataset.take(steps), epochs=1, callbacks=[timer], verbose=0)
+    return {"steps": steps, "train_examples_per_second": round(timer.steady_examples / timer.steady_seconds, 1)}
+
+
+def raw_texts(examples_uri: str, split: str, limit: int | None = None):
+    files = glob.glob(os.path.join(examples_uri, f"Split-{split}", "*.gz"))
+    spec = {features.TEXT: tf.io.FixedLenFeature([], tf.string), features.LABEL: tf.io.FixedLenFeature([], tf.int64)}
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").map(lambda r: tf.io.parse_single_example(r, spec))
+    if limit:
+        dataset = dataset.take(limit)
+    rows = list(dataset.as_numpy_iterator())
+    return np.array([r[features.TEXT] for r in rows]), np.array([r[features.LABEL] for r in rows])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(configs.DATASETS), default="imdb")
+    parser.add_argument("--output-dir", default=str(configs.default_output_dir()),
+                        help="the pipeline's --output-dir, whose artifacts are read")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seeds", type=int, default=1, help="polarity: repeated random 90/10 splits")
+    parser.add_argument("--tutorial-steps", type=int, default=0, help="0 skips the tutorial model")
+    parser.add_argument("--output")
+    args = parser.parse_args()
+
+    dataset = configs.with_overrides(configs.DATASETS[args.dataset], dict(s.split("=", 1) for s in args.set))
+    if dataset.model.pretrained_embeddings and not os.path.isabs(dataset.model.pretrained_embeddings):
+        dataset = configs.with_overrides(dataset, {"model.pretrained_embeddings": str(
+            data_sources.resolve_embeddings(dataset.model.pretrained_embeddings))})
+    hyperparameters = configs.trainer_hyperparameters(dataset)
+    root = Path(args.output_dir) / "pipelines" / f"sentiment-{dataset.name}"
+    tf_transform_output = tft.TFTransformOutput(latest(str(root / "Transform" / "transform_graph" / "*")))
+    transformed = latest(str(root / "Transform" / "transformed_examples" / "*"))
+    splits = {name: parse_all(glob.glob(f"{transformed}/Split-{name}/*"), tf_transform_output)
+              for name in ("train", "eval", "test")}
+    max_len = splits["train"][features.TOKEN_IDS].shape[1]
+    if max_len != dataset.max_len:
+        print(f"note: the Transform artifacts use max_len={max_len}; overrides of max_len need a pipeline run")
+
+    result = {"dataset": dataset.name, "config": dataclasses.asdict(dataset), "transform_max_len": int(max_len),
+              "vocabulary": int(trainer.embedding_input_dim(tf_transform_output))}
+    if args.dataset == "polarity":
+        everything = {k: np.concatenate([splits[s][k] for s in splits]) for k in splits["train"]}
+        n = len(everything[features.LENGTH])
+        runs = []
+        for seed in range(args.seeds):
+            order = np.random.default_rng(seed).permutation(n)
+            test, valid, train = np.split(order, [n // 10, n // 10 + (n - n // 10) // 10])
+            pick = lambda idx: {k: v[idx] for k, v in everything.items()}  # noqa: E731
+            runs.append(train_and_test(pick(train), pick(valid), pick(test), tf_transform_output,
+                                       hyperparameters, seed))
+            print(f"seed {seed}: test accuracy {runs[-1]['test_accuracy']:.4f}", flush=True)
+        result["protocol"] = f"{args.seeds} seeds of a random 90/10 split (10% of the 90% for early stopping)"
+        result["runs"] = runs
+        result["mean_test_accuracy"] = float(np.mean([r["test_accuracy"] for r in runs]))
+        result["std_test_accuracy"] = float(np.std([r["test_accuracy"] for r in runs]))
+        ours = runs[0]
+    else:
+        ours = train_and_test(splits["train"], splits["eval"], splits["test"], tf_transform_output,
+                              hyperparameters, int(dataset.training.seed))
+        result["protocol"] = "official IMDB split: train (90% of train), early stopping on eval (10%), test 25k"
+        result["run"] = ours
+    if args.tutorial_steps:
+        examples_uri = latest(str(root / "ExampleGen" / "examples" / "*"))
+        texts, labels = raw_texts(examples_uri, "train")
+        result["tutorial"] = tutorial_throughput(texts, labels, args.tutorial_steps, 0)
+        result["throughput_ratio_vs_tutorial"] = round(
+            ours["train_examples_per_second"] / result["tutorial"]["train_examples_per_second"], 2)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+    output = Path(args.output or RESULTS_DIR / f"train_{dataset.name}.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2))
+    summary = {k: v for k, v in result.items() if k not in ("config", "runs")}
+    print(json.dumps(summary, indent=2))
+    print(f"written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
