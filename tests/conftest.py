@@ -20,6 +20,20 @@ TINY_TEXTS = [
 TINY_LABELS = [1, 0, 1, 0, 1, 0]
 
 
+def write_tar(path, members: dict) -> str:
+    """Writes {member name: bytes} as a .tar.gz (no directory entries, like many real archives)."""
+    import io
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
 def run_transform(texts, labels, vocab_size, max_len, output_dir, token_level="word"):
     """Analyzes and transforms `texts` with the pipeline's preprocessing_fn."""
     import tempfile

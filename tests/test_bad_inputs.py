@@ -9,9 +9,7 @@ rows quarantined), stopped by an anomaly (feature, type, count), or accepted.
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ import tensorflow_data_validation as tfdv
 from components import review_example_gen as gen
 from components import review_sources, validation_gate
 from pipeline import configs
+from tests.conftest import write_tar
 
 POLARITY_SCHEMA = tfdv.load_schema_text(str(configs.POLARITY.schema_dir / "schema.pbtxt"))
 IMDB_SCHEMA = tfdv.load_schema_text(str(configs.IMDB.schema_dir / "schema.pbtxt"))
@@ -165,18 +164,10 @@ def test_an_empty_file_fails_with_a_clear_message(tmp_path):
 # --- archives ----------------------------------------------------------------
 
 def write_aclimdb(path: Path, reviews: dict[str, list[tuple[str, int]]]) -> Path:
-    """{"train/pos": [(text, rating), ...], ...} as an aclImdb-layout .tar.gz."""
-    with tarfile.open(path, "w:gz") as tar:
-        for folder, items in reviews.items():
-            for index, (text, rating) in enumerate(items):
-                data = text.encode("utf-8")
-                info = tarfile.TarInfo(f"aclImdb/{folder}/{index}_{rating}.txt")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        unsup = tarfile.TarInfo("aclImdb/train/unsup/0_0.txt")
-        unsup.size = 3
-        tar.addfile(unsup, io.BytesIO(b"???"))
-    return path
+    """{"train/pos": [(text, rating), ...], ...} as an aclImdb-layout .tar.gz (with an unsup/ to skip)."""
+    members = {f"aclImdb/{folder}/{index}_{rating}.txt": text.encode("utf-8")
+               for folder, items in reviews.items() for index, (text, rating) in enumerate(items)}
+    return write_tar(path, {**members, "aclImdb/train/unsup/0_0.txt": b"???"})
 
 
 def _aclimdb_reviews(n=10):
@@ -219,13 +210,9 @@ def test_training_set_duplicated_into_the_test_split_warns_with_a_count(tmp_path
 
 
 def test_polarity_archive_is_decoded_as_windows_1252(tmp_path):
-    path = tmp_path / "rt-polaritydata.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in {"rt-polaritydata/rt-polarity.pos": b"a gem \x96 truly .\nwarm\n",
-                           "rt-polaritydata/rt-polarity.neg": b"a mess \x85 \n"}.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    path = write_tar(tmp_path / "rt-polaritydata.tar.gz", {
+        "rt-polaritydata/rt-polarity.pos": b"a gem \x96 truly .\nwarm\n",
+        "rt-polaritydata/rt-polarity.neg": b"a mess \x85 \n"})
     report, examples = ingest(path, tmp_path)
     assert report["rows_in"] == 3
     texts = {text_of(e) for split in gen.SPLITS for e in read_examples(examples, split)}

@@ -1,23 +1,16 @@
 """Input resolution and the checked download, exercised offline with file:// URLs."""
 
 import hashlib
-import io
-import tarfile
 
 import pytest
 
 from pipeline import configs, data_sources
+from tests.conftest import write_tar
 
 
 def _polarity_archive(path):
-    """A small rt-polaritydata.tar.gz with the official layout."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in {"rt-polaritydata/rt-polarity.pos": b"a gem\n",
-                           "rt-polaritydata/rt-polarity.neg": b"a mess\n"}.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    """A small rt-polaritydata.tar.gz with the official layout; returns its sha256."""
+    write_tar(path, {"rt-polaritydata/rt-polarity.pos": b"a gem\n", "rt-polaritydata/rt-polarity.neg": b"a mess\n"})
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
