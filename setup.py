@@ -13,7 +13,8 @@ setup(
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*", "models", "models.*"]),
     package_data={"": ["*.pbtxt"]},
-    install_requires=["tfx==1.16.0", "apache-beam[gcp]==2.59.0", "Flask>=3.1,<4", "waitress>=3,<4", "matplotlib>=3.8,<4"],
-    extras_require={"test": ["pytest"]},
+    install_requires=["tfx==1.16.0", "apache-beam[gcp]==2.59.0", "matplotlib>=3.8,<4"],
+    # The HTTP server is optional so that Airflow 2 workers (Flask 2) can install the package.
+    extras_require={"serve": ["Flask>=3.1,<4", "waitress>=3,<4"], "test": ["pytest"]},
     entry_points={"console_scripts": ["sentiment-pipeline=pipeline.__main__:main"]},
 )

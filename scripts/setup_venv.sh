@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv from requirements.lock with a Python 3.10 interpreter (the only
 # version TFX 1.16 installs on here) and installs this project into it.
-# Re-running is cheap: nothing happens unless the lock file or setup.py changed.
+# Re-running is cheap: nothing happens unless the lock file or setup.py changed,
+# and then an existing 3.10 venv is updated in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -33,9 +34,15 @@ if ! PY="$(find_python310)"; then
   exit 1
 fi
 
-echo "Creating $VENV with $PY ($("$PY" --version 2>&1))"
-rm -rf "$VENV"
-"$PY" -m venv "$VENV"
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then
+  # Update in place: pip changes only the pins that moved, and processes
+  # using the venv are not pulled from under.
+  echo "Updating $VENV from requirements.lock"
+else
+  echo "Creating $VENV with $PY ($("$PY" --version 2>&1))"
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV"
+fi
 "$VENV/bin/python" -m pip install --quiet --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
 echo "Installing pinned dependencies from requirements.lock (about 5 minutes on a warm pip cache)"
 "$VENV/bin/python" -m pip install --quiet --no-deps -r requirements.lock
