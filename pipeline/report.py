@@ -143,12 +143,16 @@ def gather(metadata_path: Path, summary) -> ReportData:
         if path.exists():
             history = json.loads(path.read_text())
     slices = load_slices(summary.evaluation_uri) if summary.evaluation_uri else {}
-    statistics = load_statistics(artifacts["ExampleStatistics"][0]) if artifacts.get("ExampleStatistics") else {}
+    # StatisticsGen's statistics (Transform also writes ExampleStatistics, of another layout).
+    stats_uris = [u for u in artifacts.get("ExampleStatistics", []) if f"{os.sep}StatisticsGen{os.sep}" in u]
+    statistics = load_statistics(stats_uris[0]) if stats_uris else {}
     reviews: list[dict[str, Any]] = []
-    if summary.model_uri and artifacts.get("Examples"):
+    if summary.model_uri and artifacts.get("Examples"):  # noqa: SIM102
         from tfx.utils import path_utils
 
-        samples = sample_test_reviews(artifacts["Examples"][0])
+        # ExampleGen's raw examples, not Transform's transformed ones (both are Examples).
+        raw = [uri for uri in artifacts["Examples"] if f"{os.sep}ExampleGen{os.sep}" in uri] or artifacts["Examples"]
+        samples = sample_test_reviews(raw[0])
         if samples:
             signature = predict.load_signature(Path(path_utils.serving_model_path(summary.model_uri)))
             texts = [t for t, _ in samples]

@@ -75,6 +75,7 @@ def gate_runs(tmp_path_factory):
     for name, overrides in (("baseline", BASELINE), ("broken", BROKEN), ("better", BETTER)):
         runs[name] = local_runner.run(_config(data, output_dir, overrides))
         runs[name + "_versions"] = _versions(output_dir)
+        runs[name + "_listing"] = sorted(p.name for p in (output_dir / "serving" / "sentiment-polarity").iterdir())
         print(f"{name}: blessed={runs[name].blessed} pushed={runs[name].pushed_path} "
               f"accuracy={runs[name].metrics.get('binary_accuracy')}", flush=True)
     runs["output_dir"] = output_dir
@@ -98,8 +99,7 @@ def test_baseline_is_blessed_by_both_validators_and_pushed(gate_runs):
     assert baseline.pushed is True
     assert gate_runs["baseline_versions"] == [Path(baseline.pushed_path).name]
     # No temporary directory is left behind by the atomic push.
-    assert [p.name for p in (output_dir / "serving" / "sentiment-polarity").iterdir()] == [
-        Path(baseline.pushed_path).name]
+    assert gate_runs["baseline_listing"] == [Path(baseline.pushed_path).name]
 
 
 def test_broken_candidate_is_not_pushed_and_the_previous_version_stays_served(gate_runs):
@@ -122,6 +122,7 @@ def test_better_candidate_is_pushed_and_becomes_the_served_version(gate_runs):
     assert better.pushed is True
     versions = gate_runs["better_versions"]
     assert versions == [Path(baseline.pushed_path).name, Path(better.pushed_path).name]
+    assert gate_runs["better_listing"] == versions  # no temporary directory left behind
     assert int(versions[-1]) > int(versions[0])
     served = tf.saved_model.load(better.pushed_path).signatures[features.SERVING_SIGNATURE]
     out = served(text=tf.constant(["a gorgeous, witty, moving film", ""]))
@@ -157,3 +158,21 @@ def test_sliced_metrics_by_length_bucket_and_source(gate_runs):
     assert by_source == {"rt-polarity.csv.gz": overall}
     assert set(by_length) <= {"0-63", "64-127", "128-255", "256-1023"} and len(by_length) >= 2
     assert sum(by_length.values()) == overall
+
+
+def test_every_run_writes_a_report_that_renders(gate_runs):
+    from pipeline import report
+
+    better = gate_runs["better"]
+    page = Path(better.report_path)
+    assert page.name == report.REPORT_FILE and page.exists()
+    text = page.read_text(encoding="utf-8")
+    assert "length_bucket=" in text and "source=rt-polarity.csv.gz" in text
+    pngs = sorted(page.parent.glob("*.png"))
+    assert {"training_curves.png", "confusion_matrix.png", "slices.png", "text_length.png",
+            "trajectory_0.png"} <= {p.name for p in pngs}
+    for png in pngs:
+        assert not report.image_is_blank(png), png
+    if Path(report.CHROMIUM).exists():
+        shot = report.screenshot(page, page.parent.parent / "report_screenshot.png")
+        assert not report.image_is_blank(shot)
