@@ -148,6 +148,11 @@ def pretrained_matrix(tf_transform_output: tft.TFTransformOutput, model_config: 
     path = model_config.get("pretrained_embeddings") or ""
     if not path:
         return None
+    if not tf.io.gfile.exists(path):
+        # A path relative to the data directory, as the dataset configs name it.
+        from pipeline import data_sources
+
+        path = str(data_sources.resolve_embeddings(path))
     vocabulary = [t.decode("utf-8") for t in tf_transform_output.vocabulary_by_name(features.VOCABULARY_NAME)]
     matrix, found = embeddings.embedding_matrix(
         vocabulary, path, int(model_config["embedding_dim"]), features.NUM_OOV_BUCKETS, seed)
