@@ -45,6 +45,7 @@ RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 # A small Trainer: it is not Beam work, so it only has to produce a model for the Evaluator.
 SMALL_TRAINER = {
     "training.epochs": "1",
+    "model.pretrained_embeddings": "",
     "model.embedding_dim": "16",
     "model.rnn_units": "16",
     "model.attention_units": "16",
