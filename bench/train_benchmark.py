@@ -42,7 +42,11 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 class StepTimer(tf.keras.callbacks.Callback):
-    """Wall time per epoch, and throughput after the first `warmup` steps (graph tracing)."""
+    """Wall time per epoch, and training throughput after the first `warmup` steps of each epoch.
+
+    Throughput counts training steps only: the clock stops at the last training
+    batch, so validation at the end of an epoch is not charged to it.
+    """
 
     def __init__(self, examples_per_epoch: int, batch_size: int, warmup: int = 5):
         super().__init__()
@@ -54,19 +58,20 @@ class StepTimer(tf.keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
         self._steady_start = None
+        self._steady_batches = 0
 
     def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
         if batch + 1 == self.warmup:
-            self._steady_start = time.perf_counter()
-            self._steady_batches = 0
+            self._steady_start = now
         elif self._steady_start is not None:
             self._steady_batches += 1
+            self._last_batch_end = now
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        self.epoch_seconds.append(now - self._epoch_start)
+        self.epoch_seconds.append(time.perf_counter() - self._epoch_start)
         if self._steady_start is not None and self._steady_batches:
-            self.steady_seconds += now - self._steady_start
+            self.steady_seconds += self._last_batch_end - self._steady_start
             self.steady_examples += self._steady_batches * self.batch_size
 
 
@@ -98,8 +103,8 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
     training = hyperparameters["training"]
     tf.keras.utils.set_random_seed(seed)
     model = model_lib.build_model(
-        vocab_size=trainer.embedding_input_dim(tf_transform_output),
-        embedding_matrix=trainer.pretrained_matrix(tf_transform_output, hyperparameters["model"], seed),
+        vocab_size=trainer.embedding_input_dim(tf_transform_output, hyperparameters),
+        embedding_matrix=trainer.pretrained_matrix(tf_transform_output, hyperparameters, seed),
         **{k: v for k, v in hyperparameters["model"].items() if k != "pretrained_embeddings"},
     )
     train_model = model_lib.training_view(model)
@@ -185,6 +190,7 @@ def main() -> int:
     args = parser.parse_args()
 
     dataset = configs.with_overrides(configs.DATASETS[args.dataset], dict(s.split("=", 1) for s in args.set))
+    trainer.apply_thread_settings(dataclasses.asdict(dataset.training))  # before TensorFlow runs any op
     if dataset.model.pretrained_embeddings and not os.path.isabs(dataset.model.pretrained_embeddings):
         dataset = configs.with_overrides(dataset, {"model.pretrained_embeddings": str(
             data_sources.resolve_embeddings(dataset.model.pretrained_embeddings))})
@@ -199,7 +205,7 @@ def main() -> int:
         print(f"note: the Transform artifacts use max_len={max_len}; overrides of max_len need a pipeline run")
 
     result = {"dataset": dataset.name, "config": dataclasses.asdict(dataset), "transform_max_len": int(max_len),
-              "vocabulary": int(trainer.embedding_input_dim(tf_transform_output))}
+              "vocabulary": int(trainer.embedding_input_dim(tf_transform_output, hyperparameters))}
     if args.dataset == "polarity":
         everything = {k: np.concatenate([splits[s][k] for s in splits]) for k in splits["train"]}
         n = len(everything[features.LENGTH])

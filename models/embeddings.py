@@ -31,15 +31,38 @@ def read_glove(path: str, wanted: Iterable[str], dim: int) -> dict[str, np.ndarr
     return vectors
 
 
+def read_glove_words(path: str, count: int) -> list[str]:
+    """The first `count` words of a GloVe file: its most frequent ones, as GloVe files are sorted."""
+    opener = gzip.open if path.endswith(".gz") else open
+    words = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            if len(words) == count:
+                break
+            words.append(line.partition(" ")[0])
+    return words
+
+
 def embedding_matrix(vocabulary: list[str], path: str, dim: int, num_oov_buckets: int,
-                     seed: int) -> tuple[np.ndarray, int]:
-    """(matrix [1 + V + oov, dim], number of vocabulary tokens found in the file)."""
-    vectors = read_glove(path, vocabulary, dim)
+                     seed: int, pretrained_words: list[str] = (),
+                     first_pretrained_id: int = 0) -> tuple[np.ndarray, int]:
+    """(matrix [rows, dim], number of vocabulary tokens found in the file).
+
+    Rows: padding, the vocabulary, the OOV bucket(s); with `pretrained_words`,
+    also rows first_pretrained_id.. for them (see features.first_pretrained_id).
+    """
+    vectors = read_glove(path, list(vocabulary) + list(pretrained_words), dim)
     rng = np.random.default_rng(seed)
     scale = float(np.std(np.stack(list(vectors.values())))) if vectors else 0.1
-    matrix = rng.normal(0.0, scale, size=(1 + len(vocabulary) + num_oov_buckets, dim)).astype(np.float32)
+    rows = 1 + len(vocabulary) + num_oov_buckets
+    if pretrained_words:
+        rows = first_pretrained_id + len(pretrained_words)
+    matrix = rng.normal(0.0, scale, size=(rows, dim)).astype(np.float32)
     matrix[0] = 0.0
     for index, token in enumerate(vocabulary, start=1):
         if token in vectors:
             matrix[index] = vectors[token]
-    return matrix, len(vectors)
+    for index, token in enumerate(pretrained_words, start=first_pretrained_id):
+        if token in vectors:
+            matrix[index] = vectors[token]
+    return matrix, sum(token in vectors for token in vocabulary)

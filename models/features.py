@@ -23,6 +23,15 @@ VOCABULARY_NAME = "tokens"
 # out-of-vocabulary bucket comes after the last vocabulary entry.
 PADDING_ID = 0
 NUM_OOV_BUCKETS = 1
+# With a pretrained vocabulary (DatasetConfig.pretrained_vocabulary = N), a token
+# the training vocabulary lacks but the pretrained vectors know gets id
+# first_pretrained_id(vocab_size) + its rank among the N most frequent
+# pretrained words, so it keeps its pretrained vector instead of becoming OOV.
+
+
+def first_pretrained_id(vocab_size: int) -> int:
+    """After padding, a vocabulary of at most vocab_size tokens and the OOV bucket."""
+    return 1 + vocab_size + NUM_OOV_BUCKETS
 
 # Model outputs, as named in the exported signatures.
 PROBABILITY = "probability"

@@ -10,10 +10,13 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import functools  # noqa: E402
+
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
-from models import features  # noqa: E402
+from models import embeddings, features  # noqa: E402
 
 # IMDB reviews carry HTML line breaks ("<br />", "<br/>", "<br>").
 _HTML_BREAK = r"<br\s*/?>"
@@ -46,6 +49,33 @@ def tokenize(texts: tf.Tensor, token_level: str = "word") -> tf.RaggedTensor:
     return tf.strings.split(texts)
 
 
+def head_and_tail(max_len: int) -> tuple[int, int]:
+    """How many tokens a text longer than max_len keeps from its start and from its end.
+
+    Reviews tend to state their verdict at the end, so a long text keeps its
+    opening quarter and its closing three quarters rather than its first max_len tokens.
+    """
+    head = max_len // 4
+    return head, max_len - head
+
+
+def truncate(tokens: tf.RaggedTensor, max_len: int) -> tf.RaggedTensor:
+    """Texts longer than max_len keep their first `head` and last `tail` tokens (see head_and_tail)."""
+    head, tail = head_and_tail(max_len)
+    lengths = tokens.row_lengths()
+    positions = tf.ragged.range(lengths)
+    keep = (positions < head) | (positions >= tf.expand_dims(lengths - tail, 1))
+    return tf.ragged.boolean_mask(tokens, keep)
+
+
+def truncate_list(tokens: list, length: int) -> list:
+    """The same cut on a Python list, given the length the model reported (for display)."""
+    if len(tokens) <= length:
+        return tokens
+    head, tail = head_and_tail(length)
+    return tokens[:head] + tokens[len(tokens) - tail:]
+
+
 def pad_and_truncate(ids: tf.RaggedTensor, max_len: int) -> tuple[tf.Tensor, tf.Tensor]:
     """Dense [batch, max_len] ids with 0 as padding, and the true (capped) lengths."""
     ids = ids[:, :max_len]
@@ -54,21 +84,45 @@ def pad_and_truncate(ids: tf.RaggedTensor, max_len: int) -> tuple[tf.Tensor, tf.
     return dense, lengths
 
 
-def build_preprocessing_fn(vocab_size: int, max_len: int, token_level: str = "word"):
-    """Returns a preprocessing_fn with the vocabulary size, max length and token level bound."""
+def pretrained_ids(tokens: tf.RaggedTensor, words: list[str], first_id: int) -> tf.RaggedTensor:
+    """first_id + rank for tokens among `words`, -1 for the others.
+
+    The table is built from constants, so it travels inside the Transform graph
+    (and the served model) with no file to ship beside it.
+    """
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(words, dtype=tf.string),
+            tf.constant(np.arange(first_id, first_id + len(words), dtype=np.int64))),
+        default_value=-1)
+    return tf.ragged.map_flat_values(table.lookup, tokens)
+
+
+def build_preprocessing_fn(vocab_size: int, max_len: int, token_level: str = "word",
+                           pretrained_words: list[str] = ()):
+    """Returns a preprocessing_fn with the vocabulary size, max length and token level bound.
+
+    `pretrained_words` (most frequent first) extend the vocabulary learnt from
+    the training data: a token the training data never showed (often in a
+    small dataset) keeps its pretrained vector instead of collapsing into OOV.
+    """
+    pretrained_words = list(dict.fromkeys(pretrained_words))
 
     def preprocessing_fn(inputs):
         texts = _dense_strings(inputs[features.TEXT])
         tokens = tokenize(texts, token_level)
+        # The vocabulary counts every token; the model reads the kept ones.
+        vocabulary = tft.vocabulary(tokens, top_k=vocab_size, vocab_filename=features.VOCABULARY_NAME)
         # tft ids are 0..V-1 for the vocabulary and V for out-of-vocabulary;
         # shifting by one frees 0 for padding.
-        vocab_ids = tft.compute_and_apply_vocabulary(
-            tokens,
-            top_k=vocab_size,
-            num_oov_buckets=features.NUM_OOV_BUCKETS,
-            vocab_filename=features.VOCABULARY_NAME,
-        )
-        token_ids, lengths = pad_and_truncate(vocab_ids + 1, max_len)
+        kept = truncate(tokens, max_len)
+        vocab_ids = tft.apply_vocabulary(kept, vocabulary, num_oov_buckets=features.NUM_OOV_BUCKETS) + 1
+        if pretrained_words:
+            known = tft.apply_vocabulary(kept, vocabulary, default_value=-1).flat_values >= 0
+            extra = pretrained_ids(kept, pretrained_words, features.first_pretrained_id(vocab_size)).flat_values
+            vocab_ids = vocab_ids.with_flat_values(
+                tf.where(known | (extra < 0), vocab_ids.flat_values, extra))
+        token_ids, lengths = pad_and_truncate(vocab_ids, max_len)
         outputs = {features.TOKEN_IDS: token_ids, features.LENGTH: lengths}
         if features.LABEL in inputs:
             outputs[features.TRANSFORMED_LABEL] = tf.reshape(
@@ -86,8 +140,22 @@ def preprocessing_fn(inputs, custom_config=None):
         vocab_size=int(custom_config.get("vocab_size", DEFAULT_VOCAB_SIZE)),
         max_len=int(custom_config.get("max_len", DEFAULT_MAX_LEN)),
         token_level=custom_config.get("token_level", "word"),
+        pretrained_words=pretrained_vocabulary(custom_config.get("pretrained_embeddings") or "",
+                                               int(custom_config.get("pretrained_vocabulary") or 0)),
     )
     return fn(inputs)
+
+
+@functools.lru_cache(maxsize=4)
+def pretrained_vocabulary(path: str, count: int) -> tuple[str, ...]:
+    """The `count` most frequent words of the pretrained vectors at `path` (relative: to the data directory)."""
+    if not count:
+        return ()
+    if not tf.io.gfile.exists(path):
+        from pipeline import data_sources
+
+        path = str(data_sources.resolve_embeddings(path))
+    return tuple(embeddings.read_glove_words(path, count))
 
 
 def _dense_strings(value) -> tf.Tensor:

@@ -23,8 +23,11 @@ from models import model as model_lib  # noqa: E402
 HISTORY_FILE = "history.json"
 
 
-def embedding_input_dim(tf_transform_output: tft.TFTransformOutput) -> int:
-    """Padding id 0 + the vocabulary the analyzer kept + the OOV bucket."""
+def embedding_input_dim(tf_transform_output: tft.TFTransformOutput, hyperparameters: dict | None = None) -> int:
+    """Padding id 0 + the vocabulary the analyzer kept + the OOV bucket (+ the pretrained vocabulary)."""
+    extra = int((hyperparameters or {}).get("pretrained_vocabulary") or 0)
+    if extra:
+        return features.first_pretrained_id(int(hyperparameters["vocab_size"])) + extra
     vocab = tf_transform_output.vocabulary_size_by_name(features.VOCABULARY_NAME)
     return 1 + vocab + features.NUM_OOV_BUCKETS
 
@@ -143,8 +146,9 @@ def export_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutp
     tf.saved_model.save(module, export_dir, signatures=signatures)
 
 
-def pretrained_matrix(tf_transform_output: tft.TFTransformOutput, model_config: dict[str, Any], seed: int):
+def pretrained_matrix(tf_transform_output: tft.TFTransformOutput, hyperparameters: dict[str, Any], seed: int):
     """The embedding matrix from pretrained vectors, or None for a random start."""
+    model_config = hyperparameters["model"]
     path = model_config.get("pretrained_embeddings") or ""
     if not path:
         return None
@@ -154,10 +158,36 @@ def pretrained_matrix(tf_transform_output: tft.TFTransformOutput, model_config: 
 
         path = str(data_sources.resolve_embeddings(path))
     vocabulary = [t.decode("utf-8") for t in tf_transform_output.vocabulary_by_name(features.VOCABULARY_NAME)]
+    extra = int(hyperparameters.get("pretrained_vocabulary") or 0)
     matrix, found = embeddings.embedding_matrix(
-        vocabulary, path, int(model_config["embedding_dim"]), features.NUM_OOV_BUCKETS, seed)
-    logging.info("Pretrained vectors for %d of %d vocabulary tokens from %s", found, len(vocabulary), path)
+        vocabulary, path, int(model_config["embedding_dim"]), features.NUM_OOV_BUCKETS, seed,
+        pretrained_words=list(dict.fromkeys(embeddings.read_glove_words(path, extra))) if extra else [],
+        first_pretrained_id=features.first_pretrained_id(int(hyperparameters.get("vocab_size") or 0)))
+    logging.info("Pretrained vectors for %d of %d vocabulary tokens from %s (+%d pretrained-only words)",
+                 found, len(vocabulary), path, extra)
     return matrix
+
+
+def apply_thread_settings(training: dict[str, Any]) -> None:
+    """Sizes TensorFlow's thread pools as configured, where the runtime has not started yet.
+
+    When it has (the local runner sets them through the environment instead),
+    a mismatch is logged rather than failing the run: it changes speed, not results.
+    """
+    wanted = {"intra": int(training.get("intra_op_threads") or 0), "inter": int(training.get("inter_op_threads") or 0)}
+    current = {"intra": tf.config.threading.get_intra_op_parallelism_threads(),
+               "inter": tf.config.threading.get_inter_op_parallelism_threads()}
+    setters = {"intra": tf.config.threading.set_intra_op_parallelism_threads,
+               "inter": tf.config.threading.set_inter_op_parallelism_threads}
+    for pool, threads in wanted.items():
+        if not threads or current[pool] == threads:
+            continue
+        try:
+            setters[pool](threads)
+        except RuntimeError:
+            logging.warning("TensorFlow is already running with %s-op threads = %d (configured %d); set "
+                            "TF_NUM_%sOP_THREADS before TensorFlow starts to apply it",
+                            pool, current[pool], threads, pool.upper())
 
 
 def train(
@@ -168,6 +198,7 @@ def train(
     log_dir: str | None = None,
 ) -> tuple[tf.keras.Model, dict[str, list[float]]]:
     training = hyperparameters["training"]
+    apply_thread_settings(training)
     seed = int(training["seed"])
     tf.keras.utils.set_random_seed(seed)
 
@@ -186,8 +217,8 @@ def train(
             lambda ids, labels: (ids, {k: tf.random.shuffle(v, seed=seed) for k, v in labels.items()}))
 
     model = model_lib.build_model(
-        vocab_size=embedding_input_dim(tf_transform_output),
-        embedding_matrix=pretrained_matrix(tf_transform_output, hyperparameters["model"], seed),
+        vocab_size=embedding_input_dim(tf_transform_output, hyperparameters),
+        embedding_matrix=pretrained_matrix(tf_transform_output, hyperparameters, seed),
         **{k: v for k, v in hyperparameters["model"].items() if k != "pretrained_embeddings"},
     )
     # Training computes the logit only; the exported model adds the per-token outputs.

@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             except runner_profiles.ProfileError as error:
                 raise SystemExit(f"error: {error}") from None
             config = dataclasses.replace(config, beam_args=beam_args)
+        for name, value in configs.tf_thread_environment(config.dataset.training).items():
+            os.environ.setdefault(name, value)  # TensorFlow reads these once, at start
         from pipeline import local_runner  # heavy imports only once the arguments are valid
 
         try:

@@ -60,6 +60,8 @@ def predict(signature, texts: list[str], with_tokens: bool = True) -> list[dict[
     """One call for all texts; per text: label, probability, length, and per-token details."""
     import tensorflow as tf
 
+    from models import preprocessing
+
     out = {k: v.numpy() for k, v in signature(text=tf.constant(texts, dtype=tf.string)).items()}
     tokens = tokens_of(texts) if with_tokens else None
     results = []
@@ -73,7 +75,8 @@ def predict(signature, texts: list[str], with_tokens: bool = True) -> list[dict[
             "trajectory": [float(x) for x in out["trajectory"][i, :n]],
         }
         if tokens is not None:
-            row["tokens"] = tokens[i][:n]
+            # Long texts keep their start and end (models/preprocessing.truncate).
+            row["tokens"] = preprocessing.truncate_list(tokens[i], n)
         results.append(row)
     return results
 

@@ -34,7 +34,7 @@ def write_tar(path, members: dict) -> str:
     return path
 
 
-def run_transform(texts, labels, vocab_size, max_len, output_dir, token_level="word"):
+def run_transform(texts, labels, vocab_size, max_len, output_dir, token_level="word", pretrained_words=()):
     """Analyzes and transforms `texts` with the pipeline's preprocessing_fn."""
     import tempfile
 
@@ -51,7 +51,8 @@ def run_transform(texts, labels, vocab_size, max_len, output_dir, token_level="w
     }
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
     rows = [{features.TEXT: [t.encode()], features.LABEL: [l]} for t, l in zip(texts, labels)]
-    fn = preprocessing.build_preprocessing_fn(vocab_size=vocab_size, max_len=max_len, token_level=token_level)
+    fn = preprocessing.build_preprocessing_fn(vocab_size=vocab_size, max_len=max_len, token_level=token_level,
+                                              pretrained_words=pretrained_words)
     with tft_beam.Context(temp_dir=tempfile.mkdtemp(dir=output_dir), force_tf_compat_v1=False):
         (transformed, _), transform_fn = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
             fn, output_record_batches=False

@@ -51,3 +51,28 @@ def test_cli_defaults_to_polarity_and_rejects_unknown_datasets(capsys):
     with pytest.raises(SystemExit):
         make_parser().parse_args(["run", "--dataset", "yelp"])
     assert "invalid choice: 'yelp'" in capsys.readouterr().err
+
+
+def test_models_fingerprint_follows_the_transform_and_trainer_code(tmp_path, monkeypatch):
+    (tmp_path / "trainer.py").write_text("EPOCHS = 1\n")
+    monkeypatch.setattr(configs, "MODELS_ROOT", tmp_path)
+    before = configs.models_fingerprint()
+    assert configs.models_fingerprint() == before
+    (tmp_path / "trainer.py").write_text("EPOCHS = 2\n")
+    changed = configs.models_fingerprint()
+    assert changed != before
+    assert configs.transform_custom_config(configs.POLARITY)["models_fingerprint"] == changed
+    assert configs.trainer_hyperparameters(configs.POLARITY)["models_fingerprint"] == changed
+
+
+def test_thread_settings_become_tensorflow_environment_variables():
+    assert configs.tf_thread_environment(configs.TrainingConfig()) == {}
+    env = configs.tf_thread_environment(configs.TrainingConfig(intra_op_threads=1, inter_op_threads=2))
+    assert env == {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "2"}
+
+
+def test_pretrained_vocabulary_needs_pretrained_vectors():
+    broken = configs.with_overrides(configs.POLARITY, {"model.pretrained_embeddings": "",
+                                                       "pretrained_vocabulary": "1000"})
+    with pytest.raises(ValueError, match="pretrained_vocabulary needs model.pretrained_embeddings"):
+        configs.transform_custom_config(broken)

@@ -79,6 +79,20 @@ def test_glove_vectors_fill_known_tokens_and_random_rows_the_rest(tmp_path, comp
     np.testing.assert_array_equal(matrix, again)  # reproducible from the seed
 
 
+def test_pretrained_vocabulary_rows_follow_the_oov_bucket_and_hold_their_vectors(tmp_path):
+    path = tmp_path / "glove.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("the 0.1 0.2 0.3\ngood 1 2 3\nsuperb 4 5 6\nrare 7 8 9\n")
+    words = embeddings.read_glove_words(str(path), 3)
+    assert words == ["the", "good", "superb"]  # the most frequent first, as GloVe files are sorted
+    first = features.first_pretrained_id(5)  # padding + up to 5 vocabulary ids + OOV -> 7
+    matrix, found = embeddings.embedding_matrix(["good", "zzz"], str(path), 3, 1, seed=0,
+                                                pretrained_words=words, first_pretrained_id=first)
+    assert first == 7 and matrix.shape == (first + 3, 3) and found == 1
+    np.testing.assert_allclose(matrix[1], [1, 2, 3])  # vocabulary id 1
+    np.testing.assert_allclose(matrix[first:], [[0.1, 0.2, 0.3], [1, 2, 3], [4, 5, 6]])
+
+
 def test_glove_dimension_mismatch_names_the_line(tmp_path):
     path = tmp_path / "glove.txt"
     path.write_text("the 0.1 0.2 0.3\n")

@@ -31,6 +31,9 @@ EXPECTED_COMPONENTS = {
 
 
 SMALL_MODEL = {
+    # Random 16-d embeddings: these runs test the pipeline, not the vectors.
+    "pretrained_vocabulary": "0",
+    "model.pretrained_embeddings": "",
     "training.epochs": "2",
     "training.batch_size": "32",
     "model.embedding_dim": "16",

@@ -34,11 +34,22 @@ def test_ids_follow_vocabulary_with_zero_padding_and_true_lengths(tiny_transform
     assert vocab[0] in {"good", "bad", "."}
 
 
-def test_long_texts_are_truncated_to_max_len(tiny_transform):
-    transformed, _ = tiny_transform
-    longest = transformed[3]  # 16 tokens, max_len 12
+def test_long_texts_keep_their_first_quarter_and_last_three_quarters(tiny_transform):
+    transformed, tft_output = tiny_transform
+    vocab = [v.decode() for v in tft_output.vocabulary_by_name(features.VOCABULARY_NAME)]
+    longest = transformed[3]  # 15 tokens, max_len 12: keeps 3 from the start, 9 from the end
     assert longest[features.LENGTH] == 12
-    assert np.all(np.asarray(longest[features.TOKEN_IDS]) > 0)
+    tokens = _tokens(TINY_TEXTS[3])
+    assert len(tokens) == 15
+    assert [vocab[i - 1] for i in longest[features.TOKEN_IDS]] == tokens[:3] + tokens[-9:]
+    assert preprocessing.truncate_list(tokens, 12) == tokens[:3] + tokens[-9:]
+    assert preprocessing.truncate_list(tokens[:5], 12) == tokens[:5]
+
+
+def test_truncation_keeps_short_texts_whole_and_cuts_long_ones_at_head_and_tail():
+    ragged = tf.ragged.constant([list(range(10)), list(range(3)), []], dtype=tf.int64)
+    assert preprocessing.truncate(ragged, 8).to_list() == [[0, 1, 4, 5, 6, 7, 8, 9], [0, 1, 2], []]
+    assert preprocessing.head_and_tail(400) == (100, 300)
 
 
 def test_tokens_outside_top_k_share_the_oov_id(tmp_path):
@@ -61,3 +72,23 @@ def test_character_level_tokens_keep_single_spaces_and_drop_html(tmp_path):
     assert set(vocab) == {"a", "b", " ", "!"}
     assert transformed[0][features.LENGTH] == 5 and transformed[1][features.LENGTH] == 3
     assert [vocab[i - 1] for i in transformed[1][features.TOKEN_IDS][:3]] == ["b", "a", "!"]
+
+
+def test_pretrained_vocabulary_gives_unseen_words_their_own_ids_in_training_and_serving(tmp_path):
+    texts = ["good good film", "bad film"]
+    pretrained = ["the", "superb", "good", "awful"]
+    transformed, tft_output = run_transform(texts, [1, 0], vocab_size=10, max_len=6, output_dir=tmp_path,
+                                            pretrained_words=pretrained)
+    vocab = [v.decode() for v in tft_output.vocabulary_by_name(features.VOCABULARY_NAME)]
+    first = features.first_pretrained_id(10)
+    assert first == 12
+    good, film = vocab.index("good") + 1, vocab.index("film") + 1
+    assert list(transformed[0][features.TOKEN_IDS]) == [good, good, film, 0, 0, 0]
+    # A new text, through the exported Transform graph as serving runs it: a word
+    # of the training vocabulary keeps its id ("good" is in both lists), a word
+    # only the pretrained vectors know gets first + its rank, any other is OOV.
+    layer = tft_output.transform_features_layer()
+    out = layer({features.TEXT: tf.constant([["superb film , awful"]])})
+    oov = len(vocab) + 1
+    assert list(out[features.TOKEN_IDS].numpy()[0]) == [first + 1, film, oov, first + 3, 0, 0]
+    assert int(out[features.LENGTH].numpy()[0]) == 4
