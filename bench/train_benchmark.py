@@ -95,7 +95,8 @@ def batches(arrays: dict[str, np.ndarray], training: dict, shuffle: bool, seed: 
     if shuffle:
         dataset = dataset.shuffle(len(arrays[features.LENGTH]), seed=seed, reshuffle_each_iteration=True)
     return trainer.length_batched_dataset(dataset, int(training["batch_size"]),
-                                          int(training["length_sort_window_batches"]), shuffle, seed)
+                                          int(training["length_sort_window_batches"]), shuffle, seed,
+                                          int(training.get("length_multiple") or 1))
 
 
 def train_and_test(train, valid, test, tf_transform_output, hyperparameters, seed):
@@ -110,10 +111,7 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
     train_model = model_lib.training_view(model)
     model_lib.compile_model(train_model, float(training["learning_rate"]), float(training["clipnorm"]))
     timer = StepTimer(len(train[features.LENGTH]), int(training["batch_size"]))
-    callbacks = [timer, tf.keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=int(training["early_stopping_patience"]), restore_best_weights=True)]
-    if training.get("lr_schedule") == "plateau":
-        callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=0))
+    callbacks = [timer] + trainer.training_callbacks(training)  # the Trainer's own
     started = time.perf_counter()
     history = train_model.fit(batches(train, training, True, seed), validation_data=batches(valid, training, False, 0),
                               epochs=int(training["epochs"]), callbacks=callbacks, verbose=2)
@@ -132,14 +130,17 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
     logits, labels = np.concatenate(logits), np.concatenate(labels)
     auc = tf.keras.metrics.AUC(from_logits=True)
     auc.update_state(labels, logits)
-    val_loss = history.history["val_loss"]
+    monitor = training.get("early_stopping_monitor") or "val_loss"
+    watched = history.history[monitor]
+    best = int(np.argmin(watched) if trainer.MONITORS[monitor] == "min" else np.argmax(watched))
     return {
         "test_accuracy": float(np.mean((logits > 0) == (labels > 0.5))),
         "test_auc": float(auc.result()),
         "test_examples": int(len(labels)),
-        "epochs_run": len(val_loss),
-        "best_epoch": int(np.argmin(val_loss)) + 1,
-        "best_val_accuracy": float(history.history["val_accuracy"][int(np.argmin(val_loss))]),
+        "epochs_run": len(watched),
+        "best_epoch": best + 1,
+        "best_val_accuracy": float(history.history["val_accuracy"][best]),
+        "best_val_auc": float(history.history["val_auc"][best]),
         "train_seconds": round(train_seconds, 1),
         "seconds_per_epoch": [round(s, 1) for s in timer.epoch_seconds],
         "train_examples_per_second": round(timer.steady_examples / max(timer.steady_seconds, 1e-9), 1),
@@ -200,6 +201,11 @@ def main() -> int:
     transformed = latest(str(root / "Transform" / "transformed_examples" / "*"))
     splits = {name: parse_all(glob.glob(f"{transformed}/Split-{name}/*"), tf_transform_output)
               for name in ("train", "eval", "test")}
+    rows = trainer.embedding_input_dim(tf_transform_output, hyperparameters)
+    largest_id = max(int(split[features.TOKEN_IDS].max()) for split in splits.values())
+    if largest_id >= rows:
+        raise SystemExit(f"the Transform artifacts hold token id {largest_id} but this config's embedding has "
+                         f"{rows} rows: run the pipeline with the same vocab_size and pretrained_vocabulary")
     max_len = splits["train"][features.TOKEN_IDS].shape[1]
     if max_len != dataset.max_len:
         print(f"note: the Transform artifacts use max_len={max_len}; overrides of max_len need a pipeline run")

@@ -21,6 +21,8 @@ from models import embeddings, features  # noqa: E402
 from models import model as model_lib  # noqa: E402
 
 HISTORY_FILE = "history.json"
+# Validation metrics early stopping can watch, and whether lower or higher is better.
+MONITORS = {"val_loss": "min", "val_auc": "max", "val_accuracy": "max"}
 
 
 def embedding_input_dim(tf_transform_output: tft.TFTransformOutput, hyperparameters: dict | None = None) -> int:
@@ -32,10 +34,16 @@ def embedding_input_dim(tf_transform_output: tft.TFTransformOutput, hyperparamet
     return 1 + vocab + features.NUM_OOV_BUCKETS
 
 
-def trim_to_longest(token_ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
-    """Drops the padding columns that no text in the batch reaches (keeps at least one)."""
+def trim_to_longest(token_ids: tf.Tensor, lengths: tf.Tensor, multiple: int = 1) -> tf.Tensor:
+    """Drops the padding columns that no text in the batch reaches (keeps at least one).
+
+    The width is rounded up to a multiple of `multiple`: a few masked columns
+    cost less than a new tensor shape, which TensorFlow's CPU kernels set up
+    and cache per shape.
+    """
     longest = tf.maximum(tf.reduce_max(lengths), 1)
-    return token_ids[:, :longest]
+    width = (longest + multiple - 1) // multiple * multiple
+    return token_ids[:, :tf.minimum(width, tf.shape(token_ids, out_type=width.dtype)[1])]
 
 
 def length_batched_dataset(
@@ -44,6 +52,7 @@ def length_batched_dataset(
     sort_window_batches: int,
     shuffle_batches: bool,
     seed: int | None,
+    length_multiple: int = 1,
 ) -> tf.data.Dataset:
     """Groups parsed examples into batches of similar length, trimmed to their longest.
 
@@ -61,7 +70,7 @@ def length_batched_dataset(
         return tf.data.Dataset.from_tensor_slices(batch).batch(batch_size)
 
     def to_model_inputs(batch):
-        ids = trim_to_longest(batch[features.TOKEN_IDS], batch[features.LENGTH])
+        ids = trim_to_longest(batch[features.TOKEN_IDS], batch[features.LENGTH], length_multiple)
         label = tf.cast(batch[features.TRANSFORMED_LABEL], tf.float32)
         return ids, {model_lib.LOGIT: label}
 
@@ -84,6 +93,7 @@ def input_fn(
     shuffle: bool,
     shuffle_buffer: int = 10_000,
     seed: int | None = None,
+    length_multiple: int = 1,
 ) -> tf.data.Dataset:
     files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
     if not files:
@@ -93,15 +103,16 @@ def input_fn(
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(1024).map(lambda records: tf.io.parse_example(records, feature_spec)).unbatch()
-    return length_batched_dataset(dataset, batch_size, sort_window_batches, shuffle, seed)
+    return length_batched_dataset(dataset, batch_size, sort_window_batches, shuffle, seed, length_multiple)
 
 
 class SentimentExportModule(tf.Module):
     """What the SavedModel serves: the Transform graph followed by the Keras model."""
 
-    def __init__(self, model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput):
+    def __init__(self, model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, length_multiple: int = 1):
         super().__init__()
         self.model = model
+        self.length_multiple = length_multiple
         self.tft_layer = tf_transform_output.transform_features_layer()
         # Clients send text only; the label and bookkeeping features are not needed to serve.
         self._serving_feature_spec = {
@@ -110,7 +121,7 @@ class SentimentExportModule(tf.Module):
 
     def _predict_transformed(self, transformed) -> dict[str, tf.Tensor]:
         lengths = transformed[features.LENGTH]
-        ids = trim_to_longest(transformed[features.TOKEN_IDS], lengths)
+        ids = trim_to_longest(transformed[features.TOKEN_IDS], lengths, self.length_multiple)
         outputs = self.model(ids, training=False)
         probability = tf.sigmoid(outputs[model_lib.LOGIT])
         # Steps past a text's own length are padding: report them as 0.
@@ -137,8 +148,9 @@ class SentimentExportModule(tf.Module):
         return {key: outputs[key] for key in (features.PROBABILITY, features.PREDICTED_LABEL)}
 
 
-def export_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> None:
-    module = SentimentExportModule(model, tf_transform_output)
+def export_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
+                 length_multiple: int = 1) -> None:
+    module = SentimentExportModule(model, tf_transform_output, length_multiple)
     signatures = {
         features.SERVING_SIGNATURE: module.serve_text,
         features.TF_EXAMPLE_SIGNATURE: module.serve_tf_examples,
@@ -190,6 +202,28 @@ def apply_thread_settings(training: dict[str, Any]) -> None:
                             pool, current[pool], threads, pool.upper())
 
 
+def training_callbacks(training: dict[str, Any]) -> list[tf.keras.callbacks.Callback]:
+    """Early stopping (keeping the best epoch's weights) and the learning-rate schedule.
+
+    Both watch the same validation metric. Loss can rise from overconfidence
+    while accuracy and AUC still improve, so the metric is configurable.
+    """
+    monitor = training.get("early_stopping_monitor") or "val_loss"
+    if monitor not in MONITORS:
+        raise ValueError(f"early_stopping_monitor {monitor!r} is not one of {sorted(MONITORS)}")
+    mode = MONITORS[monitor]
+    callbacks = [tf.keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
+                                                  patience=int(training["early_stopping_patience"]),
+                                                  restore_best_weights=True, verbose=1)]
+    schedule = training.get("lr_schedule") or "constant"
+    if schedule == "plateau":
+        callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=0,
+                                                              min_lr=1e-5, verbose=1))
+    elif schedule != "constant":
+        raise ValueError(f"lr_schedule {schedule!r} is not 'constant' or 'plateau'")
+    return callbacks
+
+
 def train(
     train_files: list[str],
     eval_files: list[str],
@@ -205,6 +239,7 @@ def train(
     batching = dict(
         batch_size=int(training["batch_size"]),
         sort_window_batches=int(training["length_sort_window_batches"]),
+        length_multiple=int(training.get("length_multiple") or 1),
     )
     train_dataset = input_fn(
         train_files, tf_transform_output, shuffle=True, shuffle_buffer=int(training["shuffle_buffer"]),
@@ -226,19 +261,7 @@ def train(
     model_lib.compile_model(train_model, float(training["learning_rate"]), float(training["clipnorm"]))
     train_model.summary(print_fn=logging.info)
 
-    callbacks = [
-        tf.keras.callbacks.EarlyStopping(
-            monitor="val_loss",
-            patience=int(training["early_stopping_patience"]),
-            restore_best_weights=True,
-            verbose=1,
-        )
-    ]
-    if training.get("lr_schedule", "constant") == "plateau":
-        callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=0,
-                                                              min_lr=1e-5, verbose=1))
-    elif training.get("lr_schedule", "constant") != "constant":
-        raise ValueError(f"lr_schedule {training['lr_schedule']!r} is not 'constant' or 'plateau'")
+    callbacks = training_callbacks(training)
     if log_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
     history = train_model.fit(
@@ -265,4 +288,5 @@ def run_fn(fn_args) -> None:
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as f:
         json.dump(history, f, indent=2)
-    export_model(model, tf_transform_output, fn_args.serving_model_dir)
+    export_model(model, tf_transform_output, fn_args.serving_model_dir,
+                 int(hyperparameters["training"].get("length_multiple") or 1))

@@ -72,6 +72,14 @@ def test_length_batching_groups_similar_lengths_trims_padding_and_loses_nothing(
     # Within each window of 6 examples, batches come out sorted by length.
     first_window = sorted(lengths[:6])
     assert [int(b.shape[1]) for b, _ in batches[:2]] == [first_window[2], first_window[5]]
+    # Widths rounded up to a multiple of 4, never past max_len, with the same rows.
+    rounded = list(trainer.length_batched_dataset(dataset, batch_size=3, sort_window_batches=2,
+                                                  shuffle_batches=False, seed=0, length_multiple=4))
+    for (exact, _), (wide, _) in zip(batches, rounded):
+        width = min(-(-exact.shape[1] // 4) * 4, max_len)
+        assert wide.shape[1] == width
+        np.testing.assert_array_equal(wide.numpy()[:, :exact.shape[1]], exact.numpy())
+        assert not wide.numpy()[:, exact.shape[1]:].any()
 
 
 def test_exported_model_serves_raw_strings_and_tf_examples(tiny_transform, tmp_path):
@@ -112,3 +120,17 @@ def test_exported_model_serves_raw_strings_and_tf_examples(tiny_transform, tmp_p
     ]
     by_example = loaded.signatures[features.TF_EXAMPLE_SIGNATURE](examples=tf.constant(examples))
     np.testing.assert_allclose(by_example[features.PROBABILITY].numpy(), probability[:2], atol=1e-6)
+
+
+def test_early_stopping_and_the_schedule_watch_the_configured_metric_in_its_direction():
+    stop, plateau = trainer.training_callbacks({"early_stopping_monitor": "val_auc", "early_stopping_patience": 2,
+                                                "lr_schedule": "plateau"})
+    assert (stop.monitor, stop.patience, stop.restore_best_weights) == ("val_auc", 2, True)
+    assert stop.monitor_op(0.9, 0.8)  # higher AUC is better
+    assert plateau.monitor == "val_auc" and plateau.monitor_op(0.9, 0.8)
+    (stop,) = trainer.training_callbacks({"early_stopping_patience": 1})
+    assert stop.monitor == "val_loss" and stop.monitor_op(0.2, 0.3)  # lower loss is better
+    with pytest.raises(ValueError, match="early_stopping_monitor 'auc'"):
+        trainer.training_callbacks({"early_stopping_monitor": "auc", "early_stopping_patience": 1})
+    with pytest.raises(ValueError, match="lr_schedule 'cosine'"):
+        trainer.training_callbacks({"early_stopping_patience": 1, "lr_schedule": "cosine"})
