@@ -5,7 +5,7 @@ Reads the artifacts a pipeline run left (ExampleGen examples, Transform graph
 and transformed examples), so it measures exactly what the Trainer sees:
 
     make pipeline DATASET=imdb            # once, for the artifacts
-    .venv/bin/python bench/train_benchmark.py --dataset imdb --tutorial-steps 60
+    .venv/bin/python bench/train_benchmark.py --dataset imdb --tutorial-steps 120
     .venv/bin/python bench/train_benchmark.py --dataset polarity --seeds 5 [--set model.pretrained_embeddings=...]
 
 IMDB: trains on the train split, stops early on the eval split, reports the
