@@ -211,7 +211,7 @@ def main() -> int:
         print(f"note: the Transform artifacts use max_len={max_len}; overrides of max_len need a pipeline run")
 
     result = {"dataset": dataset.name, "config": dataclasses.asdict(dataset), "transform_max_len": int(max_len),
-              "vocabulary": int(trainer.embedding_input_dim(tf_transform_output, hyperparameters))}
+              "vocabulary": int(rows)}
     if args.dataset == "polarity":
         everything = {k: np.concatenate([splits[s][k] for s in splits]) for k in splits["train"]}
         n = len(everything[features.LENGTH])

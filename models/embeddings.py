@@ -7,6 +7,7 @@ not know get small random vectors drawn with the run's seed.
 
 from __future__ import annotations
 
+import functools
 import gzip
 from typing import Iterable
 
@@ -41,6 +42,26 @@ def read_glove_words(path: str, count: int) -> list[str]:
                 break
             words.append(line.partition(" ")[0])
     return words
+
+
+@functools.lru_cache(maxsize=4)
+def pretrained_words(path: str, count: int) -> tuple[str, ...]:
+    """The pretrained vocabulary: the `count` most frequent words at `path`, each once.
+
+    Transform (ids) and Trainer (embedding rows) both read it here, so their ranks agree.
+    """
+    return tuple(dict.fromkeys(read_glove_words(path, count))) if count else ()
+
+
+def resolve(path: str) -> str:
+    """`path` if it exists (local or remote), else the same path under the data directory."""
+    import tensorflow as tf
+
+    if tf.io.gfile.exists(path):
+        return path
+    from pipeline import data_sources
+
+    return str(data_sources.resolve_embeddings(path))
 
 
 def embedding_matrix(vocabulary: list[str], path: str, dim: int, num_oov_buckets: int,

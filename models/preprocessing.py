@@ -10,8 +10,6 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import functools  # noqa: E402
-
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
@@ -106,7 +104,7 @@ def build_preprocessing_fn(vocab_size: int, max_len: int, token_level: str = "wo
     the training data: a token the training data never showed (often in a
     small dataset) keeps its pretrained vector instead of collapsing into OOV.
     """
-    pretrained_words = list(dict.fromkeys(pretrained_words))
+    pretrained_words = list(pretrained_words)
 
     def preprocessing_fn(inputs):
         texts = _dense_strings(inputs[features.TEXT])
@@ -140,22 +138,16 @@ def preprocessing_fn(inputs, custom_config=None):
         vocab_size=int(custom_config.get("vocab_size", DEFAULT_VOCAB_SIZE)),
         max_len=int(custom_config.get("max_len", DEFAULT_MAX_LEN)),
         token_level=custom_config.get("token_level", "word"),
-        pretrained_words=pretrained_vocabulary(custom_config.get("pretrained_embeddings") or "",
-                                               int(custom_config.get("pretrained_vocabulary") or 0)),
+        pretrained_words=_pretrained_vocabulary(custom_config),
     )
     return fn(inputs)
 
 
-@functools.lru_cache(maxsize=4)
-def pretrained_vocabulary(path: str, count: int) -> tuple[str, ...]:
-    """The `count` most frequent words of the pretrained vectors at `path` (relative: to the data directory)."""
+def _pretrained_vocabulary(custom_config) -> tuple[str, ...]:
+    count = int(custom_config.get("pretrained_vocabulary") or 0)
     if not count:
         return ()
-    if not tf.io.gfile.exists(path):
-        from pipeline import data_sources
-
-        path = str(data_sources.resolve_embeddings(path))
-    return tuple(embeddings.read_glove_words(path, count))
+    return embeddings.pretrained_words(embeddings.resolve(custom_config["pretrained_embeddings"]), count)
 
 
 def _dense_strings(value) -> tf.Tensor:

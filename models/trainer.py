@@ -164,16 +164,12 @@ def pretrained_matrix(tf_transform_output: tft.TFTransformOutput, hyperparameter
     path = model_config.get("pretrained_embeddings") or ""
     if not path:
         return None
-    if not tf.io.gfile.exists(path):
-        # A path relative to the data directory, as the dataset configs name it.
-        from pipeline import data_sources
-
-        path = str(data_sources.resolve_embeddings(path))
+    path = embeddings.resolve(path)  # the dataset configs name it relative to the data directory
     vocabulary = [t.decode("utf-8") for t in tf_transform_output.vocabulary_by_name(features.VOCABULARY_NAME)]
     extra = int(hyperparameters.get("pretrained_vocabulary") or 0)
     matrix, found = embeddings.embedding_matrix(
         vocabulary, path, int(model_config["embedding_dim"]), features.NUM_OOV_BUCKETS, seed,
-        pretrained_words=list(dict.fromkeys(embeddings.read_glove_words(path, extra))) if extra else [],
+        pretrained_words=list(embeddings.pretrained_words(path, extra)),
         first_pretrained_id=features.first_pretrained_id(int(hyperparameters.get("vocab_size") or 0)))
     logging.info("Pretrained vectors for %d of %d vocabulary tokens from %s (+%d pretrained-only words)",
                  found, len(vocabulary), path, extra)
@@ -186,20 +182,20 @@ def apply_thread_settings(training: dict[str, Any]) -> None:
     When it has (the local runner sets them through the environment instead),
     a mismatch is logged rather than failing the run: it changes speed, not results.
     """
-    wanted = {"intra": int(training.get("intra_op_threads") or 0), "inter": int(training.get("inter_op_threads") or 0)}
-    current = {"intra": tf.config.threading.get_intra_op_parallelism_threads(),
-               "inter": tf.config.threading.get_inter_op_parallelism_threads()}
-    setters = {"intra": tf.config.threading.set_intra_op_parallelism_threads,
-               "inter": tf.config.threading.set_inter_op_parallelism_threads}
-    for pool, threads in wanted.items():
-        if not threads or current[pool] == threads:
+    threading = tf.config.threading
+    for pool, get, set_ in (("intra", threading.get_intra_op_parallelism_threads,
+                             threading.set_intra_op_parallelism_threads),
+                            ("inter", threading.get_inter_op_parallelism_threads,
+                             threading.set_inter_op_parallelism_threads)):
+        threads = int(training.get(f"{pool}_op_threads") or 0)
+        if not threads or get() == threads:
             continue
         try:
-            setters[pool](threads)
+            set_(threads)
         except RuntimeError:
             logging.warning("TensorFlow is already running with %s-op threads = %d (configured %d); set "
                             "TF_NUM_%sOP_THREADS before TensorFlow starts to apply it",
-                            pool, current[pool], threads, pool.upper())
+                            pool, get(), threads, pool.upper())
 
 
 def training_callbacks(training: dict[str, Any]) -> list[tf.keras.callbacks.Callback]:
