@@ -198,6 +198,49 @@ def apply_thread_settings(training: dict[str, Any]) -> None:
                             pool, get(), threads, pool.upper())
 
 
+class WeightAveraging(tf.keras.callbacks.Callback):
+    """Validates, keeps and exports an exponential moving average of the weights.
+
+    The average of the last few hundred steps generalises better than the
+    last step's weights on small data. Training itself carries on from the
+    raw weights: they go back in at the start of every epoch.
+    """
+
+    def __init__(self, decay: float):
+        super().__init__()
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"weight_averaging must be in (0, 1), got {decay}")
+        self.decay = decay
+
+    def on_train_begin(self, logs=None):
+        self._weights = list(self.model.trainable_weights)
+        self._average = [tf.Variable(w, trainable=False) for w in self._weights]
+        self._raw = [tf.Variable(w, trainable=False) for w in self._weights]
+        self._averaged_in = False
+
+    @tf.function
+    def _update(self):
+        for average, weight in zip(self._average, self._weights):
+            average.assign(self.decay * average + (1.0 - self.decay) * weight)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update()
+
+    def on_test_begin(self, logs=None):
+        # Validation, early stopping and the final model all see the average.
+        if not self._averaged_in:
+            for raw, average, weight in zip(self._raw, self._average, self._weights):
+                raw.assign(weight)
+                weight.assign(average)
+            self._averaged_in = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._averaged_in:
+            for raw, weight in zip(self._raw, self._weights):
+                weight.assign(raw)
+            self._averaged_in = False
+
+
 def training_callbacks(training: dict[str, Any]) -> list[tf.keras.callbacks.Callback]:
     """Early stopping (keeping the best epoch's weights) and the learning-rate schedule.
 
@@ -208,7 +251,9 @@ def training_callbacks(training: dict[str, Any]) -> list[tf.keras.callbacks.Call
     if monitor not in MONITORS:
         raise ValueError(f"early_stopping_monitor {monitor!r} is not one of {sorted(MONITORS)}")
     mode = MONITORS[monitor]
-    callbacks = [tf.keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
+    # Before early stopping, so that it records (and restores) averaged weights.
+    callbacks = [WeightAveraging(float(training["weight_averaging"]))] if training.get("weight_averaging") else []
+    callbacks += [tf.keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
                                                   patience=int(training["early_stopping_patience"]),
                                                   restore_best_weights=True, verbose=1)]
     schedule = training.get("lr_schedule") or "constant"

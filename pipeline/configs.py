@@ -46,6 +46,9 @@ class TrainingConfig:
     epochs: int = 5
     learning_rate: float = 1e-3
     clipnorm: float = 1.0
+    # Decay of an exponential moving average of the weights, which validation,
+    # early stopping and the export use (0 = off; 0.99 averages ~100 steps).
+    weight_averaging: float = 0.0
     early_stopping_patience: int = 1
     # What early stopping and the plateau schedule watch: val_loss, val_auc or val_accuracy.
     early_stopping_monitor: str = "val_loss"
@@ -148,7 +151,11 @@ POLARITY = DatasetConfig(
         embedding_dropout=0.4,
         dense_dropout=0.5,
     ),
-    training=TrainingConfig(batch_size=64, epochs=15, learning_rate=1e-3, early_stopping_patience=2),
+    # Early stopping on validation AUC, and validating and keeping an average
+    # of the weights (decay 0.99, about 100 steps): the best of the variants on
+    # the validation slices, though still short of 0.80 on test.
+    training=TrainingConfig(batch_size=64, epochs=15, learning_rate=1e-3, early_stopping_patience=2,
+                            early_stopping_monitor="val_auc", weight_averaging=0.99),
     evaluation=EvaluationConfig(min_accuracy=0.70),
 )
 

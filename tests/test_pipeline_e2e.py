@@ -36,6 +36,7 @@ SMALL_MODEL = {
     "model.pretrained_embeddings": "",
     "training.epochs": "2",
     "training.batch_size": "32",
+    "training.weight_averaging": "0",
     "model.embedding_dim": "16",
     "model.rnn_units": "16",
 }
