@@ -108,7 +108,7 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
         embedding_matrix=trainer.pretrained_matrix(tf_transform_output, hyperparameters, seed),
         **{k: v for k, v in hyperparameters["model"].items() if k != "pretrained_embeddings"},
     )
-    train_model = model_lib.training_view(model)
+    train_model = model_lib.training_view(model, float(training.get("adversarial_epsilon") or 0.0))
     model_lib.compile_model(train_model, float(training["learning_rate"]), float(training["clipnorm"]))
     timer = StepTimer(len(train[features.LENGTH]), int(training["batch_size"]))
     callbacks = [timer] + trainer.training_callbacks(training)  # the Trainer's own

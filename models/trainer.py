@@ -298,7 +298,7 @@ def train(
         **{k: v for k, v in hyperparameters["model"].items() if k != "pretrained_embeddings"},
     )
     # Training computes the logit only; the exported model adds the per-token outputs.
-    train_model = model_lib.training_view(model)
+    train_model = model_lib.training_view(model, float(training.get("adversarial_epsilon") or 0.0))
     model_lib.compile_model(train_model, float(training["learning_rate"]), float(training["clipnorm"]))
     train_model.summary(print_fn=logging.info)
 

@@ -36,6 +36,8 @@ class ModelConfig:
     attention_depth: int = 1
     dense_units: int = 64
     embedding_dropout: float = 0.2
+    # Drops whole tokens' vectors (word dropout), not embedding channels.
+    token_dropout: float = 0.0
     rnn_dropout: float = 0.0
     dense_dropout: float = 0.3
 
@@ -49,6 +51,9 @@ class TrainingConfig:
     # Decay of an exponential moving average of the weights, which validation,
     # early stopping and the export use (0 = off; 0.99 averages ~100 steps).
     weight_averaging: float = 0.0
+    # Adversarial training on the word vectors (Miyato et al., 2017): the
+    # L2 norm of the perturbation per example (0 = off; doubles the step cost).
+    adversarial_epsilon: float = 0.0
     early_stopping_patience: int = 1
     # What early stopping and the plateau schedule watch: val_loss, val_auc or val_accuracy.
     early_stopping_monitor: str = "val_loss"
@@ -149,6 +154,8 @@ POLARITY = DatasetConfig(
         attention_units=64,
         dense_units=64,
         embedding_dropout=0.4,
+        # Word dropout 0.1: best on validation (0.7902 against 0.7860 without).
+        token_dropout=0.1,
         dense_dropout=0.5,
     ),
     # Early stopping on validation AUC, and validating and keeping an average

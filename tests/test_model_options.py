@@ -107,3 +107,54 @@ def test_pretrained_embeddings_start_the_embedding_layer_and_can_be_frozen():
     layer = model.get_layer("embedding")
     np.testing.assert_array_equal(layer.get_weights()[0], matrix)
     assert not layer.trainable
+
+
+def test_token_dropout_zeroes_whole_tokens_in_training_only():
+    tf.keras.utils.set_random_seed(3)
+    model = model_lib.build_model(VOCAB, embedding_dim=16, rnn_units=4, attention_units=4, dense_units=4,
+                                  embedding_dropout=0.0, token_dropout=0.5)
+    dropout = model.get_layer("token_dropout")
+    vectors = tf.ones([4, 30, 16])
+    dropped = dropout(vectors, training=True).numpy()
+    # Every token vector is either all zero or all kept (scaled by 1 / (1 - rate)).
+    per_token = np.unique(dropped, axis=2).reshape(4, 30)
+    assert set(np.unique(per_token)) == {0.0, 2.0}
+    assert 0.3 < np.mean(per_token == 0.0) < 0.7
+    np.testing.assert_array_equal(dropout(vectors, training=False), vectors)
+
+
+def _adversarial_fit(epsilon, trainable=True, learning_rate=0.0):
+    tf.keras.utils.set_random_seed(0)
+    model = model_lib.build_model(VOCAB, embedding_dim=8, rnn_units=8, attention_units=8, dense_units=8,
+                                  embedding_dropout=0.0, dense_dropout=0.0, trainable_embeddings=trainable)
+    view = model_lib.training_view(model, adversarial_epsilon=epsilon)
+    model_lib.compile_model(view, learning_rate, 1.0)
+    ids = np.random.default_rng(0).integers(0, VOCAB, (32, 7))
+    labels = (ids[:, 0] % 2).astype(np.float32)
+    before = {w.name: w.numpy().copy() for w in model.weights}
+    history = view.fit(ids, {model_lib.LOGIT: labels}, epochs=1, batch_size=8, shuffle=False, verbose=0,
+                       validation_data=(ids[:8], {model_lib.LOGIT: labels[:8]}))
+    return model, before, history.history
+
+
+def test_adversarial_perturbation_raises_the_loss_and_is_undone_after_the_step():
+    # Learning rate 0: the weights stay put, so any difference is the perturbation's.
+    model, before, history = _adversarial_fit(epsilon=0.5)
+    assert history["adversarial_loss"][0] > history["loss"][0] + 1e-3
+    assert "val_adversarial_loss" not in history
+    for weight in model.weights:
+        np.testing.assert_array_equal(weight.numpy(), before[weight.name])
+    plain_model, _, plain = _adversarial_fit(epsilon=0.0)
+    assert "adversarial_loss" not in plain
+    np.testing.assert_allclose(plain["loss"], history["loss"], rtol=1e-6)  # the clean loss is still reported
+
+
+def test_adversarial_training_changes_the_update_and_keeps_a_frozen_embedding_frozen():
+    adversarial, before, _ = _adversarial_fit(epsilon=0.5, trainable=False, learning_rate=1e-2)
+    plain, _, _ = _adversarial_fit(epsilon=0.0, trainable=False, learning_rate=1e-2)
+    embedding = adversarial.get_layer("embedding").embeddings
+    np.testing.assert_array_equal(embedding.numpy(), before[embedding.name])
+    dense = [adversarial.get_layer("dense").kernel.numpy(), plain.get_layer("dense").kernel.numpy()]
+    assert np.abs(dense[0] - dense[1]).max() > 1e-4
+    with pytest.raises(ValueError, match="adversarial_epsilon must be >= 0"):
+        model_lib.training_view(plain, adversarial_epsilon=-1.0)
