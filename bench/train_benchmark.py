@@ -186,6 +186,7 @@ def main() -> int:
                         help="the pipeline's --output-dir, whose artifacts are read")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seeds", type=int, default=1, help="polarity: repeated random 90/10 splits")
+    parser.add_argument("--first-seed", type=int, default=0, help="polarity: seed of the first split")
     parser.add_argument("--tutorial-steps", type=int, default=0, help="0 skips the tutorial model")
     parser.add_argument("--output")
     args = parser.parse_args()
@@ -216,14 +217,15 @@ def main() -> int:
         everything = {k: np.concatenate([splits[s][k] for s in splits]) for k in splits["train"]}
         n = len(everything[features.LENGTH])
         runs = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             order = np.random.default_rng(seed).permutation(n)
             test, valid, train = np.split(order, [n // 10, n // 10 + (n - n // 10) // 10])
             pick = lambda idx: {k: v[idx] for k, v in everything.items()}  # noqa: E731
             runs.append(train_and_test(pick(train), pick(valid), pick(test), tf_transform_output,
                                        hyperparameters, seed))
             print(f"seed {seed}: test accuracy {runs[-1]['test_accuracy']:.4f}", flush=True)
-        result["protocol"] = f"{args.seeds} seeds of a random 90/10 split (10% of the 90% for early stopping)"
+        result["protocol"] = (f"{args.seeds} seeds (from {args.first_seed}) of a random 90/10 split "
+                              "(10% of the 90% for early stopping)")
         result["runs"] = runs
         result["mean_test_accuracy"] = float(np.mean([r["test_accuracy"] for r in runs]))
         result["std_test_accuracy"] = float(np.std([r["test_accuracy"] for r in runs]))
