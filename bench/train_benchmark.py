@@ -103,13 +103,7 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
     """Trains one model; returns its metrics and timings."""
     training = hyperparameters["training"]
     tf.keras.utils.set_random_seed(seed)
-    model = model_lib.build_model(
-        vocab_size=trainer.embedding_input_dim(tf_transform_output, hyperparameters),
-        embedding_matrix=trainer.pretrained_matrix(tf_transform_output, hyperparameters, seed),
-        **{k: v for k, v in hyperparameters["model"].items() if k != "pretrained_embeddings"},
-    )
-    train_model = model_lib.training_view(model, float(training.get("adversarial_epsilon") or 0.0))
-    model_lib.compile_model(train_model, float(training["learning_rate"]), float(training["clipnorm"]))
+    _, train_model = trainer.build_models(tf_transform_output, hyperparameters, seed)  # the Trainer's own
     timer = StepTimer(len(train[features.LENGTH]), int(training["batch_size"]))
     callbacks = [timer] + trainer.training_callbacks(training)  # the Trainer's own
     started = time.perf_counter()

@@ -225,17 +225,20 @@ class AdversarialTraining(tf.keras.Model):
         # One backward pass gives both the update and the direction to perturb.
         gradients = tape.gradient(loss, variables + [embeddings] if frozen else variables)
         direction = gradients[-1] if frozen else gradients[refs.index(embeddings.ref())]
-        direction = tf.stop_gradient(tf.convert_to_tensor(direction))
         gradients = gradients[:len(variables)]
-        examples = tf.cast(tf.shape(x)[0], direction.dtype)
-        perturbation = self.adversarial_epsilon * tf.sqrt(examples) * tf.math.l2_normalize(direction)
-        original = tf.identity(embeddings)
-        embeddings.assign_add(perturbation)
+        # Only the rows this batch looks up move: sum each row's gradient over its occurrences.
+        rows, occurrence_row = tf.unique(direction.indices)
+        row_direction = tf.stop_gradient(tf.math.unsorted_segment_sum(direction.values, occurrence_row,
+                                                                      tf.size(rows)))
+        examples = tf.cast(tf.shape(x)[0], row_direction.dtype)
+        perturbation = self.adversarial_epsilon * tf.sqrt(examples) * tf.math.l2_normalize(row_direction)
+        original = tf.gather(embeddings, rows)
+        embeddings.scatter_add(tf.IndexedSlices(perturbation, rows))
         with tf.GradientTape() as tape:
             adversarial_pred = self(x, training=True)
-            adversarial_loss = self.adversarial_loss(y[LOGIT], adversarial_pred[LOGIT])
+            adversarial_loss = self.loss[LOGIT](y[LOGIT], adversarial_pred[LOGIT])  # the compiled loss
         adversarial_gradients = tape.gradient(adversarial_loss, variables)
-        embeddings.assign(original)  # exactly, so a frozen embedding stays frozen
+        embeddings.scatter_update(tf.IndexedSlices(original, rows))  # exactly, so a frozen embedding stays frozen
         self._adversarial_loss_mean.update_state(adversarial_loss)
         self.optimizer.apply_gradients(
             (_add_gradients(clean, adversarial), variable)
@@ -268,7 +271,6 @@ def training_view(model: tf.keras.Model, adversarial_epsilon: float = 0.0) -> tf
         return tf.keras.Model(model.input, outputs, name=f"{model.name}_train")
     view = AdversarialTraining(model.input, outputs, name=f"{model.name}_adversarial_train")
     view.adversarial_epsilon = float(adversarial_epsilon)
-    view.adversarial_loss = tf.keras.losses.BinaryCrossentropy(from_logits=True)
     return view
 
 

@@ -265,6 +265,23 @@ def training_callbacks(training: dict[str, Any]) -> list[tf.keras.callbacks.Call
     return callbacks
 
 
+def build_models(tf_transform_output: tft.TFTransformOutput, hyperparameters: dict[str, Any],
+                 seed: int) -> tuple[tf.keras.Model, tf.keras.Model]:
+    """The configured model (what is exported) and its compiled training view.
+
+    Training computes the logit only; the exported model adds the per-token outputs.
+    """
+    training = hyperparameters["training"]
+    model = model_lib.build_model(
+        vocab_size=embedding_input_dim(tf_transform_output, hyperparameters),
+        embedding_matrix=pretrained_matrix(tf_transform_output, hyperparameters, seed),
+        **{k: v for k, v in hyperparameters["model"].items() if k != "pretrained_embeddings"},
+    )
+    train_model = model_lib.training_view(model, float(training.get("adversarial_epsilon") or 0.0))
+    model_lib.compile_model(train_model, float(training["learning_rate"]), float(training["clipnorm"]))
+    return model, train_model
+
+
 def train(
     train_files: list[str],
     eval_files: list[str],
@@ -292,14 +309,7 @@ def train(
         train_dataset = train_dataset.map(
             lambda ids, labels: (ids, {k: tf.random.shuffle(v, seed=seed) for k, v in labels.items()}))
 
-    model = model_lib.build_model(
-        vocab_size=embedding_input_dim(tf_transform_output, hyperparameters),
-        embedding_matrix=pretrained_matrix(tf_transform_output, hyperparameters, seed),
-        **{k: v for k, v in hyperparameters["model"].items() if k != "pretrained_embeddings"},
-    )
-    # Training computes the logit only; the exported model adds the per-token outputs.
-    train_model = model_lib.training_view(model, float(training.get("adversarial_epsilon") or 0.0))
-    model_lib.compile_model(train_model, float(training["learning_rate"]), float(training["clipnorm"]))
+    model, train_model = build_models(tf_transform_output, hyperparameters, seed)
     train_model.summary(print_fn=logging.info)
 
     callbacks = training_callbacks(training)
