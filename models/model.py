@@ -28,6 +28,7 @@ import tensorflow as tf  # noqa: E402
 from models import features  # noqa: E402
 
 LOGIT = "logit"
+MEMBER = "member"  # ensemble members are sub-models member_0, member_1, ...
 CELLS = {"lstm": tf.keras.layers.LSTM, "gru": tf.keras.layers.GRU, "simple": tf.keras.layers.SimpleRNN}
 POOLINGS = ("attention", "max", "last", "attention_max")
 _NEG = -1e9  # a large negative (not -inf) keeps all-masked rows finite
@@ -136,60 +137,78 @@ def build_model(
     dense_dropout: float = 0.3,
     embedding_matrix: np.ndarray | None = None,
     trainable_embeddings: bool = True,
+    ensemble_size: int = 1,
 ) -> tf.keras.Model:
     """Returns a Keras model mapping token ids [batch, time] to logit, token weights and trajectory.
 
     `vocab_size` counts every id the embedding must hold, padding and OOV
     included. The time axis is unknown so batches can be trimmed to their own
     longest text. `embedding_matrix` ([vocab_size, embedding_dim]) starts the
-    embedding from pretrained vectors.
+    embedding from pretrained vectors. With `ensemble_size` N > 1 the model
+    holds N classifiers of this shape, each with its own weights, and every
+    output is the members' mean (see EnsembleTraining for how they train).
     """
     if cell not in CELLS:
         raise ValueError(f"cell {cell!r} is not one of {sorted(CELLS)}")
     if not 1 <= rnn_layers <= 3:
         raise ValueError(f"rnn_layers must be 1 to 3, got {rnn_layers}")
+    if ensemble_size < 1:
+        raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}")
     if embedding_matrix is not None and embedding_matrix.shape != (vocab_size, embedding_dim):
         raise ValueError(f"embedding matrix has shape {embedding_matrix.shape}, "
                          f"expected {(vocab_size, embedding_dim)}")
 
+    def classifier(token_ids):
+        initializer = (tf.keras.initializers.Constant(embedding_matrix) if embedding_matrix is not None
+                       else "uniform")
+        x = tf.keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding",
+                                      embeddings_initializer=initializer,
+                                      trainable=trainable_embeddings)(token_ids)
+        # Drops whole embedding channels rather than single values, which
+        # regularises a recurrent reader better.
+        x = tf.keras.layers.SpatialDropout1D(embedding_dropout, name="embedding_dropout")(x)
+        if token_dropout:
+            # Drops whole tokens (their vector is zeroed, the mask kept), so the
+            # reader cannot lean on any single word.
+            x = tf.keras.layers.Dropout(token_dropout, noise_shape=(None, None, 1), name="token_dropout")(x)
+        for index in range(rnn_layers):
+            recurrent = CELLS[cell](rnn_units, return_sequences=True, dropout=rnn_dropout, name=f"{cell}_{index}")
+            if bidirectional:
+                recurrent = tf.keras.layers.Bidirectional(recurrent, name=f"bi{cell}_{index}")
+            x = recurrent(x)
+        pooled, weights, prefix = SequencePooling(pooling, attention_units, attention_depth, bidirectional,
+                                                  name="pooling")(x)
+
+        # The classifier head, applied to the whole text and to every prefix.
+        head = [tf.keras.layers.Dense(dense_units, activation="relu", name="dense"),
+                tf.keras.layers.Dropout(dense_dropout, name="dense_dropout"),
+                tf.keras.layers.Dense(1, name="logit_dense")]
+
+        def classify(vector):
+            for layer in head:
+                vector = layer(vector)
+            return vector
+
+        return {
+            LOGIT: tf.keras.layers.Reshape((), name=LOGIT)(classify(pooled)),
+            features.ATTENTION: tf.keras.layers.Identity(name=features.ATTENTION)(weights),
+            features.TRAJECTORY: tf.keras.layers.Lambda(lambda t: tf.squeeze(t, -1),
+                                                        name=features.TRAJECTORY)(classify(prefix)),
+        }
+
     token_ids = tf.keras.Input(shape=(None,), dtype=tf.int64, name=features.TOKEN_IDS)
-    initializer = (tf.keras.initializers.Constant(embedding_matrix) if embedding_matrix is not None
-                   else "uniform")
-    x = tf.keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding",
-                                  embeddings_initializer=initializer, trainable=trainable_embeddings)(token_ids)
-    # Drops whole embedding channels rather than single values, which
-    # regularises a recurrent reader better.
-    x = tf.keras.layers.SpatialDropout1D(embedding_dropout, name="embedding_dropout")(x)
-    if token_dropout:
-        # Drops whole tokens (their vector is zeroed, the mask kept), so the
-        # reader cannot lean on any single word.
-        x = tf.keras.layers.Dropout(token_dropout, noise_shape=(None, None, 1), name="token_dropout")(x)
-    for index in range(rnn_layers):
-        recurrent = CELLS[cell](rnn_units, return_sequences=True, dropout=rnn_dropout, name=f"{cell}_{index}")
-        if bidirectional:
-            recurrent = tf.keras.layers.Bidirectional(recurrent, name=f"bi{cell}_{index}")
-        x = recurrent(x)
-    pooled, weights, prefix = SequencePooling(pooling, attention_units, attention_depth, bidirectional,
-                                              name="pooling")(x)
+    name = f"{'bi' if bidirectional else ''}{cell}_{pooling}"
+    if ensemble_size == 1:
+        return tf.keras.Model(inputs=token_ids, outputs=classifier(token_ids), name=name)
 
-    # The classifier head, applied to the whole text and to every prefix.
-    head = [tf.keras.layers.Dense(dense_units, activation="relu", name="dense"),
-            tf.keras.layers.Dropout(dense_dropout, name="dense_dropout"),
-            tf.keras.layers.Dense(1, name="logit_dense")]
-
-    def classify(vector):
-        for layer in head:
-            vector = layer(vector)
-        return vector
-
-    logit = tf.keras.layers.Reshape((), name=LOGIT)(classify(pooled))
-    trajectory = tf.keras.layers.Lambda(lambda t: tf.squeeze(t, -1), name=features.TRAJECTORY)(classify(prefix))
-    attention = tf.keras.layers.Identity(name=features.ATTENTION)(weights)
-    return tf.keras.Model(
-        inputs=token_ids,
-        outputs={LOGIT: logit, features.ATTENTION: attention, features.TRAJECTORY: trajectory},
-        name=f"{'bi' if bidirectional else ''}{cell}_{pooling}",
-    )
+    members = []
+    for index in range(ensemble_size):
+        member_input = tf.keras.Input(shape=(None,), dtype=tf.int64, name=f"member_{index}_{features.TOKEN_IDS}")
+        member = tf.keras.Model(member_input, classifier(member_input), name=f"{MEMBER}_{index}")
+        members.append(member(token_ids))
+    outputs = {key: tf.keras.layers.Average(name=key)([m[key] for m in members])
+               for key in (LOGIT, features.ATTENTION, features.TRAJECTORY)}
+    return tf.keras.Model(inputs=token_ids, outputs=outputs, name=f"{name}_x{ensemble_size}")
 
 
 class AdversarialTraining(tf.keras.Model):
@@ -251,6 +270,43 @@ class AdversarialTraining(tf.keras.Model):
         return logs
 
 
+class EnsembleTraining(tf.keras.Model):
+    """Trains every member of an ensemble on its own loss, in one pass over each batch.
+
+    Each member minimises its own cross-entropy, exactly as if trained alone
+    (with its own dropout masks and initial weights), so the members stay
+    independent and their errors partly cancel in the mean. Training on the
+    loss of the mean logit instead would let members lean on each other.
+    Metrics and validation are those of the mean logit, which is what serves.
+    """
+
+    member_logits: tf.keras.Model  # token ids -> [each member's logit]
+
+    @property
+    def metrics(self):
+        if not hasattr(self, "_member_loss_mean"):
+            self._member_loss_mean = tf.keras.metrics.Mean(name="member_loss")
+        return super().metrics + [self._member_loss_mean]
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        with tf.GradientTape() as tape:
+            logits = self.member_logits(x, training=True)
+            member_losses = [self.loss[LOGIT](y[LOGIT], logit) for logit in logits]  # the compiled loss
+            # Summed, not averaged: each member's gradient is the one it would get alone.
+            loss = tf.add_n(member_losses)
+        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        self._member_loss_mean.update_state(loss / len(member_losses))
+        y_pred = {LOGIT: tf.reduce_mean(tf.stack(logits, axis=-1), axis=-1)}
+        self.compute_loss(x, y, y_pred)  # tracks the ensemble's own loss, comparable to val_loss
+        return self.compute_metrics(x, y, y_pred, None)
+
+    def test_step(self, data):
+        logs = super().test_step(data)
+        logs.pop("member_loss", None)
+        return logs
+
+
 def _add_gradients(a, b):
     if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):
         return tf.IndexedSlices(tf.concat([a.values, b.values], 0), tf.concat([a.indices, b.indices], 0),
@@ -262,11 +318,19 @@ def training_view(model: tf.keras.Model, adversarial_epsilon: float = 0.0) -> tf
     """The same layers with only the logit as output, so training computes no per-token extras.
 
     With `adversarial_epsilon` > 0 each step also trains on adversarially
-    perturbed word vectors (see AdversarialTraining).
+    perturbed word vectors (see AdversarialTraining); an ensemble trains each
+    member on its own loss (see EnsembleTraining).
     """
     if adversarial_epsilon < 0:
         raise ValueError(f"adversarial_epsilon must be >= 0, got {adversarial_epsilon}")
-    outputs = {LOGIT: model.get_layer(LOGIT).output}
+    logit = model.get_layer(LOGIT)
+    outputs = {LOGIT: logit.output}
+    if isinstance(logit, tf.keras.layers.Average):  # an ensemble: the mean of the members' logits
+        if adversarial_epsilon:
+            raise ValueError("adversarial training is not supported for an ensemble (ensemble_size > 1)")
+        view = EnsembleTraining(model.input, outputs, name=f"{model.name}_train")
+        view.member_logits = tf.keras.Model(model.input, logit.input, name=f"{model.name}_members")
+        return view
     if not adversarial_epsilon:
         return tf.keras.Model(model.input, outputs, name=f"{model.name}_train")
     view = AdversarialTraining(model.input, outputs, name=f"{model.name}_adversarial_train")

@@ -40,6 +40,9 @@ class ModelConfig:
     token_dropout: float = 0.0
     rnn_dropout: float = 0.0
     dense_dropout: float = 0.3
+    # Independently trained copies of this classifier in one model, their logits
+    # averaged (1 = a single model). Costs about N times the training and inference.
+    ensemble_size: int = 1
 
 
 @dataclasses.dataclass(frozen=True)

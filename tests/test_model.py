@@ -82,12 +82,13 @@ def test_length_batching_groups_similar_lengths_trims_padding_and_loses_nothing(
         assert not wide.numpy()[:, exact.shape[1]:].any()
 
 
-def test_exported_model_serves_raw_strings_and_tf_examples(tiny_transform, tmp_path):
+@pytest.mark.parametrize("ensemble_size", [1, 2])
+def test_exported_model_serves_raw_strings_and_tf_examples(tiny_transform, tmp_path, ensemble_size):
     _, tft_output = tiny_transform
     tf.keras.utils.set_random_seed(0)
     clf = model_lib.build_model(trainer.embedding_input_dim(tft_output), embedding_dim=8, rnn_units=8,
                                 attention_units=8, dense_units=8, embedding_dropout=0.5, rnn_dropout=0.3,
-                                dense_dropout=0.5)
+                                dense_dropout=0.5, ensemble_size=ensemble_size)
     model_lib.compile_model(clf, learning_rate=1e-2, clipnorm=1.0)
     trainer.export_model(clf, tft_output, str(tmp_path / "export"))
 

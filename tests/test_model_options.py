@@ -54,6 +54,7 @@ def test_training_view_shares_weights_and_outputs_only_the_logit():
     ("cell", "transformer", "cell 'transformer' is not one of"),
     ("pooling", "mean", "pooling 'mean' is not one of"),
     ("rnn_layers", 4, "rnn_layers must be 1 to 3"),
+    ("ensemble_size", 0, "ensemble_size must be >= 1"),
 ])
 def test_invalid_options_are_refused(option, value, message):
     with pytest.raises(ValueError, match=message):
@@ -158,3 +159,48 @@ def test_adversarial_training_changes_the_update_and_keeps_a_frozen_embedding_fr
     assert np.abs(dense[0] - dense[1]).max() > 1e-4
     with pytest.raises(ValueError, match="adversarial_epsilon must be >= 0"):
         model_lib.training_view(plain, adversarial_epsilon=-1.0)
+
+
+def _small(**options):
+    return model_lib.build_model(VOCAB, embedding_dim=8, rnn_units=6, attention_units=5, dense_units=4,
+                                 embedding_dropout=0.0, dense_dropout=0.0, **options)
+
+
+def test_an_ensemble_outputs_its_members_mean_and_still_ignores_padding():
+    tf.keras.utils.set_random_seed(2)
+    model = _small(ensemble_size=3)
+    ids = tf.constant([SHORT + [0] * (len(LONG) - len(SHORT)), LONG], tf.int64)
+    out = model(ids, training=False)
+    members = [model.get_layer(f"{model_lib.MEMBER}_{i}")(ids, training=False) for i in range(3)]
+    for key in (model_lib.LOGIT, features.ATTENTION, features.TRAJECTORY):
+        np.testing.assert_allclose(out[key], np.mean([m[key] for m in members], axis=0), atol=1e-6)
+    logits = np.array([m[model_lib.LOGIT] for m in members])
+    assert np.abs(logits[0] - logits[1]).max() > 1e-4  # members start from different weights
+    alone = model(tf.constant([SHORT], tf.int64), training=False)
+    np.testing.assert_allclose(out[model_lib.LOGIT][0], alone[model_lib.LOGIT][0], atol=1e-5)
+    np.testing.assert_allclose(out[features.ATTENTION].numpy().sum(axis=1), [1.0, 1.0], rtol=1e-5)
+    assert np.all(out[features.ATTENTION][0, 4:] == 0)
+
+
+def test_each_ensemble_member_trains_exactly_as_it_would_alone():
+    tf.keras.utils.set_random_seed(3)
+    ensemble, single = _small(ensemble_size=2), _small()
+    member = ensemble.get_layer(f"{model_lib.MEMBER}_0")
+    single.set_weights(member.get_weights())
+    other_before = [w.copy() for w in ensemble.get_layer(f"{model_lib.MEMBER}_1").get_weights()]
+    ids = np.random.default_rng(0).integers(0, VOCAB, (32, 7))
+    labels = (ids[:, 0] % 2).astype(np.float32)
+    histories = []
+    for model in (ensemble, single):
+        view = model_lib.training_view(model)
+        model_lib.compile_model(view, 1e-2, 1.0)
+        histories.append(view.fit(ids, {model_lib.LOGIT: labels}, epochs=2, batch_size=8, shuffle=False,
+                                  verbose=0, validation_data=(ids[:8], {model_lib.LOGIT: labels[:8]})).history)
+    # Member 0 took the very steps the single model took: no gradient flowed from member 1.
+    for trained, alone in zip(member.get_weights(), single.get_weights()):
+        np.testing.assert_allclose(trained, alone, atol=1e-5)
+    assert max(np.abs(a - b).max() for a, b in zip(ensemble.get_layer(f"{model_lib.MEMBER}_1").get_weights(),
+                                                   other_before)) > 1e-3
+    assert "member_loss" in histories[0] and "val_member_loss" not in histories[0]
+    with pytest.raises(ValueError, match="not supported for an ensemble"):
+        model_lib.training_view(ensemble, adversarial_epsilon=1.0)
