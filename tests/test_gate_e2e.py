@@ -38,8 +38,9 @@ COMMON = {
     "training.early_stopping_patience": "3",
     # Two short epochs are too few steps for a weight average to move far from the start.
     "training.weight_averaging": "0",
-    # The gate's thresholds were set with this model; word dropout is tested on its own.
+    # The gate's thresholds were set with this model; word dropout and the ensemble are tested on their own.
     "model.token_dropout": "0",
+    "model.ensemble_size": "1",
     # A real absolute gate for this much data, and the change gate against the last blessed model.
     "evaluation.min_accuracy": "0.56",
     "evaluation.max_accuracy_drop": "0.01",

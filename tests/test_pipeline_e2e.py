@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import features
+from models import features, trainer
 from pipeline import configs, data_sources, local_runner, run_summary
 from pipeline.__main__ import main
 
@@ -92,6 +92,17 @@ def test_every_component_ran_and_recorded_its_outputs(runs):
             "ModelRun", "ModelEvaluation", "ModelBlessing", "InfraBlessing", "PushedModel"} <= types
     for artifact in store.get_artifacts():
         assert Path(artifact.uri).exists(), artifact.uri
+
+
+def test_the_trainer_trained_the_default_ensemble_member_by_member(runs):
+    output_dir, _, _ = runs
+    assert configs.POLARITY.model.ensemble_size > 1  # what these runs keep from the default model
+    store = run_summary.open_store(output_dir / "metadata" / "sentiment-polarity.sqlite")
+    [model_run] = [a for a in store.get_artifacts()
+                   if store.get_artifact_types_by_id([a.type_id])[0].name == "ModelRun"]
+    history = json.loads((Path(model_run.uri) / trainer.HISTORY_FILE).read_text())
+    assert len(history["member_loss"]) == len(history["val_accuracy"]) == int(SMALL_MODEL["training.epochs"])
+    assert "val_member_loss" not in history
 
 
 def test_splits_are_disjoint_and_cover_every_row(runs):
