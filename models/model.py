@@ -14,6 +14,9 @@ Besides the logit the model outputs, per token:
   unidirectional reader this is exactly the prediction after reading t
   tokens; with a bidirectional one the states also carry right context, so
   it shows where along the text the evidence for the decision sits.
+
+An ensemble (`ensemble_size` > 1) holds several such classifiers and outputs
+the mean of each of these.
 """
 
 from __future__ import annotations
@@ -211,7 +214,24 @@ def build_model(
     return tf.keras.Model(inputs=token_ids, outputs=outputs, name=f"{name}_x{ensemble_size}")
 
 
-class AdversarialTraining(tf.keras.Model):
+class _ReportsTrainingLoss(tf.keras.Model):
+    """A training view that reports one more loss beside `loss`, in training only."""
+
+    training_loss_name = ""
+
+    @property
+    def metrics(self):
+        if not hasattr(self, "_training_loss_mean"):
+            self._training_loss_mean = tf.keras.metrics.Mean(name=self.training_loss_name)
+        return super().metrics + [self._training_loss_mean]
+
+    def test_step(self, data):
+        logs = super().test_step(data)
+        logs.pop(self.training_loss_name, None)  # nothing to report: validation only scores the model
+        return logs
+
+
+class AdversarialTraining(_ReportsTrainingLoss):
     """Trains on each batch twice: as is, and with its word vectors pushed the way that hurts most.
 
     Adversarial training for text (Miyato et al., 2017): the loss gradient
@@ -223,13 +243,8 @@ class AdversarialTraining(tf.keras.Model):
     """
 
     adversarial_epsilon = 0.0
-
-    @property
-    def metrics(self):
-        # Reported beside the clean loss, so a run shows how much the perturbation hurts.
-        if not hasattr(self, "_adversarial_loss_mean"):
-            self._adversarial_loss_mean = tf.keras.metrics.Mean(name="adversarial_loss")
-        return super().metrics + [self._adversarial_loss_mean]
+    # Reported beside the clean loss, so a run shows how much the perturbation hurts.
+    training_loss_name = "adversarial_loss"
 
     def train_step(self, data):
         x, y = data[0], data[1]
@@ -258,19 +273,14 @@ class AdversarialTraining(tf.keras.Model):
             adversarial_loss = self.loss[LOGIT](y[LOGIT], adversarial_pred[LOGIT])  # the compiled loss
         adversarial_gradients = tape.gradient(adversarial_loss, variables)
         embeddings.scatter_update(tf.IndexedSlices(original, rows))  # exactly, so a frozen embedding stays frozen
-        self._adversarial_loss_mean.update_state(adversarial_loss)
+        self._training_loss_mean.update_state(adversarial_loss)
         self.optimizer.apply_gradients(
             (_add_gradients(clean, adversarial), variable)
             for clean, adversarial, variable in zip(gradients, adversarial_gradients, variables))
         return self.compute_metrics(x, y, y_pred, None)
 
-    def test_step(self, data):
-        logs = super().test_step(data)
-        logs.pop("adversarial_loss", None)  # training only: validation perturbs nothing
-        return logs
 
-
-class EnsembleTraining(tf.keras.Model):
+class EnsembleTraining(_ReportsTrainingLoss):
     """Trains every member of an ensemble on its own loss, in one pass over each batch.
 
     Each member minimises its own cross-entropy, exactly as if trained alone
@@ -281,12 +291,7 @@ class EnsembleTraining(tf.keras.Model):
     """
 
     member_logits: tf.keras.Model  # token ids -> [each member's logit]
-
-    @property
-    def metrics(self):
-        if not hasattr(self, "_member_loss_mean"):
-            self._member_loss_mean = tf.keras.metrics.Mean(name="member_loss")
-        return super().metrics + [self._member_loss_mean]
+    training_loss_name = "member_loss"  # the members' mean loss, beside the ensemble's
 
     def train_step(self, data):
         x, y = data[0], data[1]
@@ -296,15 +301,10 @@ class EnsembleTraining(tf.keras.Model):
             # Summed, not averaged: each member's gradient is the one it would get alone.
             loss = tf.add_n(member_losses)
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
-        self._member_loss_mean.update_state(loss / len(member_losses))
+        self._training_loss_mean.update_state(loss / len(member_losses))
         y_pred = {LOGIT: tf.reduce_mean(tf.stack(logits, axis=-1), axis=-1)}
         self.compute_loss(x, y, y_pred)  # tracks the ensemble's own loss, comparable to val_loss
         return self.compute_metrics(x, y, y_pred, None)
-
-    def test_step(self, data):
-        logs = super().test_step(data)
-        logs.pop("member_loss", None)
-        return logs
 
 
 def _add_gradients(a, b):
