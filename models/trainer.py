@@ -111,7 +111,12 @@ class SentimentExportModule(tf.Module):
 
     def __init__(self, model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, length_multiple: int = 1):
         super().__init__()
-        self.model = model
+        # The signatures need the model's variables, not the Keras object: saving
+        # that makes TensorFlow trace every layer's call for Keras metadata no one
+        # loads (60 s for one polarity model, 287 s for an ensemble of 3, against
+        # 20 s for the ensemble without it).
+        self._call_model = model.__call__
+        self.model_variables = list(model.variables)
         self.length_multiple = length_multiple
         self.tft_layer = tf_transform_output.transform_features_layer()
         # Clients send text only; the label and bookkeeping features are not needed to serve.
@@ -122,7 +127,7 @@ class SentimentExportModule(tf.Module):
     def _predict_transformed(self, transformed) -> dict[str, tf.Tensor]:
         lengths = transformed[features.LENGTH]
         ids = trim_to_longest(transformed[features.TOKEN_IDS], lengths, self.length_multiple)
-        outputs = self.model(ids, training=False)
+        outputs = self._call_model(ids, training=False)
         probability = tf.sigmoid(outputs[model_lib.LOGIT])
         # Steps past a text's own length are padding: report them as 0.
         real = tf.sequence_mask(lengths, tf.shape(ids)[1], dtype=probability.dtype)

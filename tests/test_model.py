@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from models import features
 from models import model as model_lib
@@ -92,6 +93,10 @@ def test_exported_model_serves_raw_strings_and_tf_examples(tiny_transform, tmp_p
     model_lib.compile_model(clf, learning_rate=1e-2, clipnorm=1.0)
     trainer.export_model(clf, tft_output, str(tmp_path / "export"))
 
+    # The classifier is saved as its variables, not as Keras objects (slow to trace, and nothing loads them).
+    saved = saved_model_pb2.SavedModel.FromString((tmp_path / "export" / "saved_model.pb").read_bytes())
+    kinds = {node.user_object.identifier for node in saved.meta_graphs[0].object_graph_def.nodes}
+    assert not kinds & {"_tf_keras_network", "_tf_keras_layer", "_tf_keras_rnn_layer"}, kinds
     loaded = tf.saved_model.load(str(tmp_path / "export"))
     serve = loaded.signatures[features.SERVING_SIGNATURE]
     texts = ["good", TINY_TEXTS[3], "", "ünïcödé 🎬 text"]
