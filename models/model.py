@@ -161,12 +161,15 @@ def build_model(
         raise ValueError(f"embedding matrix has shape {embedding_matrix.shape}, "
                          f"expected {(vocab_size, embedding_dim)}")
 
+    embedding_layers = []
+
     def classifier(token_ids):
-        initializer = (tf.keras.initializers.Constant(embedding_matrix) if embedding_matrix is not None
-                       else "uniform")
-        x = tf.keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding",
-                                      embeddings_initializer=initializer,
-                                      trainable=trainable_embeddings)(token_ids)
+        # Zeros draw no random numbers, so the layers after it start as they would without a matrix.
+        embedding = tf.keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding",
+                                              embeddings_initializer="uniform" if embedding_matrix is None
+                                              else "zeros", trainable=trainable_embeddings)
+        embedding_layers.append(embedding)
+        x = embedding(token_ids)
         # Drops whole embedding channels rather than single values, which
         # regularises a recurrent reader better.
         x = tf.keras.layers.SpatialDropout1D(embedding_dropout, name="embedding_dropout")(x)
@@ -202,16 +205,24 @@ def build_model(
     token_ids = tf.keras.Input(shape=(None,), dtype=tf.int64, name=features.TOKEN_IDS)
     name = f"{'bi' if bidirectional else ''}{cell}_{pooling}"
     if ensemble_size == 1:
-        return tf.keras.Model(inputs=token_ids, outputs=classifier(token_ids), name=name)
-
-    members = []
-    for index in range(ensemble_size):
-        member_input = tf.keras.Input(shape=(None,), dtype=tf.int64, name=f"member_{index}_{features.TOKEN_IDS}")
-        member = tf.keras.Model(member_input, classifier(member_input), name=f"{MEMBER}_{index}")
-        members.append(member(token_ids))
-    outputs = {key: tf.keras.layers.Average(name=key)([m[key] for m in members])
-               for key in (LOGIT, features.ATTENTION, features.TRAJECTORY)}
-    return tf.keras.Model(inputs=token_ids, outputs=outputs, name=f"{name}_x{ensemble_size}")
+        model = tf.keras.Model(inputs=token_ids, outputs=classifier(token_ids), name=name)
+    else:
+        members = []
+        for index in range(ensemble_size):
+            member_input = tf.keras.Input(shape=(None,), dtype=tf.int64,
+                                          name=f"member_{index}_{features.TOKEN_IDS}")
+            member = tf.keras.Model(member_input, classifier(member_input), name=f"{MEMBER}_{index}")
+            members.append(member(token_ids))
+        outputs = {key: tf.keras.layers.Average(name=key)([m[key] for m in members])
+                   for key in (LOGIT, features.ATTENTION, features.TRAJECTORY)}
+        model = tf.keras.Model(inputs=token_ids, outputs=outputs, name=f"{name}_x{ensemble_size}")
+    if embedding_matrix is not None:
+        # Assigned, not passed as a Constant initializer: that would put the whole
+        # matrix into the model's config, which TensorBoard serialises at the start
+        # of training (minutes for 120k x 50 floats).
+        for embedding in embedding_layers:
+            embedding.embeddings.assign(embedding_matrix)
+    return model
 
 
 class _ReportsTrainingLoss(tf.keras.Model):

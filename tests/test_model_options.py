@@ -108,6 +108,13 @@ def test_pretrained_embeddings_start_the_embedding_layer_and_can_be_frozen():
     layer = model.get_layer("embedding")
     np.testing.assert_array_equal(layer.get_weights()[0], matrix)
     assert not layer.trainable
+    # The matrix is in the weights, not in the config (TensorBoard serialises that on every run).
+    assert str(float(matrix[-1, -1])) not in model.to_json()
+    ensemble = model_lib.build_model(VOCAB, embedding_dim=4, rnn_units=4, attention_units=4, dense_units=4,
+                                     embedding_matrix=matrix, ensemble_size=2)
+    for index in range(2):
+        member = ensemble.get_layer(f"{model_lib.MEMBER}_{index}")
+        np.testing.assert_array_equal(member.get_layer("embedding").get_weights()[0], matrix)
 
 
 def test_token_dropout_zeroes_whole_tokens_in_training_only():
