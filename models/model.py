@@ -301,19 +301,19 @@ class EnsembleTraining(_ReportsTrainingLoss):
     Metrics and validation are those of the mean logit, which is what serves.
     """
 
-    member_logits: tf.keras.Model  # token ids -> [each member's logit]
+    member_logits: tf.keras.Model  # token ids -> ([each member's logit], the ensemble's logit)
     training_loss_name = "member_loss"  # the members' mean loss, beside the ensemble's
 
     def train_step(self, data):
         x, y = data[0], data[1]
         with tf.GradientTape() as tape:
-            logits = self.member_logits(x, training=True)
+            logits, ensemble_logit = self.member_logits(x, training=True)
             member_losses = [self.loss[LOGIT](y[LOGIT], logit) for logit in logits]  # the compiled loss
             # Summed, not averaged: each member's gradient is the one it would get alone.
             loss = tf.add_n(member_losses)
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
         self._training_loss_mean.update_state(loss / len(member_losses))
-        y_pred = {LOGIT: tf.reduce_mean(tf.stack(logits, axis=-1), axis=-1)}
+        y_pred = {LOGIT: ensemble_logit}
         self.compute_loss(x, y, y_pred)  # tracks the ensemble's own loss, comparable to val_loss
         return self.compute_metrics(x, y, y_pred, None)
 
@@ -340,7 +340,7 @@ def training_view(model: tf.keras.Model, adversarial_epsilon: float = 0.0) -> tf
         if adversarial_epsilon:
             raise ValueError("adversarial training is not supported for an ensemble (ensemble_size > 1)")
         view = EnsembleTraining(model.input, outputs, name=f"{model.name}_train")
-        view.member_logits = tf.keras.Model(model.input, logit.input, name=f"{model.name}_members")
+        view.member_logits = tf.keras.Model(model.input, (logit.input, logit.output), name=f"{model.name}_members")
         return view
     if not adversarial_epsilon:
         return tf.keras.Model(model.input, outputs, name=f"{model.name}_train")
