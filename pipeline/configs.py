@@ -200,6 +200,9 @@ IMDB = DatasetConfig(
         attention_units=32,
         dense_units=64,
         embedding_dropout=0.3,
+        # Word dropout 0.1: validation accuracy 0.9049 against 0.9005 without, over
+        # two seeds (bench/results/train_imdb_candidates_ema_tokdrop.json).
+        token_dropout=0.1,
         dense_dropout=0.4,
     ),
     training=TrainingConfig(batch_size=512, epochs=10, learning_rate=4e-3, early_stopping_patience=2,
