@@ -4,6 +4,12 @@
 # written. A stamp file holds a digest of what the venv was built from, so
 # re-running is cheap when nothing changed.
 
+# overlay_venv_digest < INPUTS: the digest of what a venv is built from (read on
+# stdin), this helper included, so a change here rebuilds every overlay venv.
+overlay_venv_digest() {
+  cat - "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1
+}
+
 # overlay_venv_is_current VENV DIGEST: true when VENV was built from DIGEST.
 overlay_venv_is_current() {
   [ -f "$1/.installed" ] && [ "$(cat "$1/.installed")" = "$2" ]

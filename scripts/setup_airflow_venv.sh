@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 MAIN_VENV="${MAIN_VENV:-.venv}"
 VENV="${AIRFLOW_VENV:-.venv-airflow}"
 source scripts/overlay_venv.sh
-WANT="$(cat requirements.lock requirements-airflow.txt "$0" scripts/overlay_venv.sh | sha256sum | cut -d' ' -f1)"
+WANT="$(cat requirements.lock requirements-airflow.txt "$0" | overlay_venv_digest)"
 
 if overlay_venv_is_current "$VENV" "$WANT"; then
   exit 0

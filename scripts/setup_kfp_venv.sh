@@ -14,7 +14,7 @@ MAIN_VENV="${MAIN_VENV:-.venv}"
 VENV="${KFP_VENV:-.venv-kfp}"
 PINS=(kfp==2.13.0 kfp-pipeline-spec==0.6.0 kfp-server-api==2.4.0 requests-toolbelt==1.0.0)
 source scripts/overlay_venv.sh
-WANT="$( (cat requirements.lock; echo "${PINS[*]}"; cat "$0" scripts/overlay_venv.sh) | sha256sum | cut -d' ' -f1)"
+WANT="$( (cat requirements.lock; echo "${PINS[*]}"; cat "$0") | overlay_venv_digest)"
 
 if overlay_venv_is_current "$VENV" "$WANT"; then
   exit 0

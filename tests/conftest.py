@@ -20,6 +20,33 @@ TINY_TEXTS = [
 TINY_LABELS = [1, 0, 1, 0, 1, 0]
 
 
+def required_upstream(resolver: str) -> dict[str, set[str]]:
+    """The README's pipeline graph: each component and the upstream ones it needs
+    at least. Orchestrators name the resolver task differently, hence the argument."""
+    return {
+        "ExampleGen": set(),
+        "ImportSchemaGen": set(),
+        "StatisticsGen": {"ExampleGen"},
+        "ExampleValidator": {"StatisticsGen", "ImportSchemaGen"},
+        "Transform": {"ExampleGen", "ImportSchemaGen"},
+        "Trainer": {"Transform", "ImportSchemaGen"},
+        resolver: set(),
+        "Evaluator": {"ExampleGen", "Trainer", resolver},
+        "InfraValidator": {"Trainer"},
+        "Pusher": {"Trainer", "Evaluator", "InfraValidator"},
+    }
+
+
+def make_artifact(kind, uri, **int_properties):
+    """A TFX artifact of `kind` at `uri` (created), with integer custom properties."""
+    artifact = kind()
+    artifact.uri = str(uri)
+    os.makedirs(artifact.uri, exist_ok=True)
+    for key, value in int_properties.items():
+        artifact.set_int_custom_property(key, value)
+    return artifact
+
+
 def write_tar(path, members: dict) -> str:
     """Writes {member name: bytes} as a .tar.gz (no directory entries, like many real archives)."""
     import io

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import configs, data_sources
+from tests.conftest import required_upstream
 
 ROOT = configs.PROJECT_ROOT
 DAG_FILE = ROOT / "pipeline" / "airflow_dag.py"
@@ -27,18 +28,7 @@ ROWS = 300
 SMALL_MODEL = (
     "training.epochs=1,training.batch_size=32,training.weight_averaging=0,model.embedding_dim=16,model.rnn_units=16,evaluation.min_accuracy=0.0,"
     "pretrained_vocabulary=0,model.pretrained_embeddings=")
-# The README's graph; each task needs at least these upstream tasks.
-REQUIRED_UPSTREAM = {
-    "ExampleGen": set(),
-    "ImportSchemaGen": set(),
-    "StatisticsGen": {"ExampleGen"},
-    "ExampleValidator": {"StatisticsGen", "ImportSchemaGen"},
-    "Transform": {"ExampleGen", "ImportSchemaGen"},
-    "Trainer": {"Transform", "ImportSchemaGen"},
-    "LatestBlessedModelResolver": set(),
-    "Evaluator": {"ExampleGen", "Trainer", "LatestBlessedModelResolver"},
-    "Pusher": {"Trainer", "Evaluator"},
-}
+REQUIRED_UPSTREAM = required_upstream("LatestBlessedModelResolver")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from tfx.types import standard_artifacts
 
 from components import infra_validator, versioned_pusher
 from tests import serving_models
+from tests.conftest import make_artifact
 
 
 @pytest.fixture(scope="module")
@@ -70,32 +71,23 @@ def test_a_model_that_cannot_load_is_not_blessed(tmp_path):
     assert "exited with" in result["failures"][0]
 
 
-def _artifact(kind, uri, **int_properties):
-    artifact = kind()
-    artifact.uri = str(uri)
-    os.makedirs(artifact.uri, exist_ok=True)
-    for key, value in int_properties.items():
-        artifact.set_int_custom_property(key, value)
-    return artifact
-
-
 def test_gate_candidate_crashing_on_empty_text_is_not_pushed_and_previous_version_stays(
         tmp_path, good_model):
     serving = tmp_path / "serving"
     previous, _ = versioned_pusher.push_atomically(good_model, str(serving))
 
     # The candidate: its serving signature raises on "". The Evaluator blessed it.
-    model = _artifact(standard_artifacts.Model, tmp_path / "model")
+    model = make_artifact(standard_artifacts.Model, tmp_path / "model")
     serving_models.export_crashing_on_empty(str(tmp_path / "model" / "Format-Serving"))
-    model_blessing = _artifact(standard_artifacts.ModelBlessing, tmp_path / "model_blessing", blessed=1)
-    infra_blessing = _artifact(standard_artifacts.InfraBlessing, tmp_path / "infra_blessing")
+    model_blessing = make_artifact(standard_artifacts.ModelBlessing, tmp_path / "model_blessing", blessed=1)
+    infra_blessing = make_artifact(standard_artifacts.InfraBlessing, tmp_path / "infra_blessing")
     infra_validator.Executor().Do({"model": [model]}, {"blessing": [infra_blessing]},
                                   {"latency_budget_ms": 10_000.0, "timeout_s": 300.0})
     assert infra_blessing.get_int_custom_property("blessed") == 0
     assert (tmp_path / "infra_blessing" / infra_validator.NOT_BLESSED_FILE).exists()
     assert "empty" in infra_blessing.get_string_custom_property("failures")
 
-    pushed = _artifact(standard_artifacts.PushedModel, tmp_path / "pushed")
+    pushed = make_artifact(standard_artifacts.PushedModel, tmp_path / "pushed")
     versioned_pusher.Executor().Do(
         {"model": [model], "model_blessing": [model_blessing], "infra_blessing": [infra_blessing]},
         {"pushed_model": [pushed]},

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from pipeline import configs, kubeflow_v2_runner
+from tests.conftest import required_upstream
 
 ROOT = configs.PROJECT_ROOT
 KFP_PYTHON = ROOT / ".venv-kfp" / "bin" / "python"
@@ -30,16 +31,7 @@ RESOLVER = "LatestBlessedModelResolver-model-resolver"
 BLESSING_RESOLVER = "LatestBlessedModelResolver-model-blessing-resolver"
 
 # The edges of the pipeline as the README draws it; every one must be in the spec.
-REQUIRED_DEPENDENCIES = {
-    "ExampleGen": set(),
-    "ImportSchemaGen": set(),
-    "StatisticsGen": {"ExampleGen"},
-    "ExampleValidator": {"StatisticsGen", "ImportSchemaGen"},
-    "Transform": {"ExampleGen", "ImportSchemaGen"},
-    "Trainer": {"Transform", "ImportSchemaGen"},
-    "Evaluator": {"ExampleGen", "Trainer", RESOLVER},
-    "Pusher": {"Trainer", "Evaluator"},
-}
+REQUIRED_DEPENDENCIES = required_upstream(RESOLVER)
 BEAM_TASKS = {"ExampleGen", "StatisticsGen", "Transform", "Evaluator"}
 
 

@@ -9,21 +9,13 @@ import pytest
 from tfx.types import standard_artifacts
 
 from components import versioned_pusher
-
-
-def _artifact(kind, uri, **int_properties):
-    artifact = kind()
-    artifact.uri = str(uri)
-    os.makedirs(artifact.uri, exist_ok=True)
-    for key, value in int_properties.items():
-        artifact.set_int_custom_property(key, value)
-    return artifact
+from tests.conftest import make_artifact
 
 
 @pytest.fixture
 def candidate(tmp_path):
     """A Model artifact whose serving directory holds a (fake) SavedModel of a few MB."""
-    model = _artifact(standard_artifacts.Model, tmp_path / "model")
+    model = make_artifact(standard_artifacts.Model, tmp_path / "model")
     serving = tmp_path / "model" / "Format-Serving"
     (serving / "variables").mkdir(parents=True)
     (serving / "saved_model.pb").write_bytes(b"pb" * 1000)
@@ -34,12 +26,12 @@ def candidate(tmp_path):
 def _push(tmp_path, model, model_blessed, infra_blessed, keep=3, name="pushed"):
     inputs = {"model": [model]}
     if model_blessed is not None:
-        inputs["model_blessing"] = [_artifact(standard_artifacts.ModelBlessing, tmp_path / f"{name}-mb",
-                                              blessed=int(model_blessed))]
+        inputs["model_blessing"] = [make_artifact(standard_artifacts.ModelBlessing, tmp_path / f"{name}-mb",
+                                                  blessed=int(model_blessed))]
     if infra_blessed is not None:
-        inputs["infra_blessing"] = [_artifact(standard_artifacts.InfraBlessing, tmp_path / f"{name}-ib",
-                                              blessed=int(infra_blessed))]
-    pushed = _artifact(standard_artifacts.PushedModel, tmp_path / name)
+        inputs["infra_blessing"] = [make_artifact(standard_artifacts.InfraBlessing, tmp_path / f"{name}-ib",
+                                                  blessed=int(infra_blessed))]
+    pushed = make_artifact(standard_artifacts.PushedModel, tmp_path / name)
     versioned_pusher.Executor().Do(
         inputs, {"pushed_model": [pushed]},
         {"push_destination": json.dumps({"filesystem": {"base_directory": str(tmp_path / "serving")}}),
