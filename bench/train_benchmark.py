@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
-from models import features, trainer  # noqa: E402
+from models import calibration, features, trainer  # noqa: E402
 from models import model as model_lib  # noqa: E402
 from pipeline import configs, data_sources  # noqa: E402
 
@@ -111,6 +111,16 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
                               epochs=int(training["epochs"]), callbacks=callbacks, verbose=2)
     train_seconds = time.perf_counter() - started
 
+    calibrated = {}
+    if training.get("calibrate_logit"):
+        valid_logits, valid_labels = calibration.logits_and_labels(train_model, batches(valid, training, False, 0),
+                                                                   model_lib.LOGIT)
+        calibrated = {"val_accuracy_uncalibrated": float(np.mean((valid_logits > 0) == (valid_labels > 0.5))),
+                      "val_accuracy_cross_fitted": calibration.cross_fitted_accuracy(valid_logits, valid_labels)}
+        # The Trainer's own step (train_model shares its layers with the exported model).
+        calibrated["scale"], calibrated["offset"] = trainer.calibrate_logit(
+            train_model, train_model, batches(valid, training, False, 0))
+
     test_batches = batches(test, training, False, 0)
     predict = tf.function(lambda ids: train_model(ids, training=False)[model_lib.LOGIT],
                           input_signature=[tf.TensorSpec([None, None], tf.int64)])
@@ -124,6 +134,9 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
     logits, labels = np.concatenate(logits), np.concatenate(labels)
     auc = tf.keras.metrics.AUC(from_logits=True)
     auc.update_state(labels, logits)
+    if calibrated:
+        uncalibrated = (logits - calibrated["offset"]) / calibrated["scale"]
+        calibrated["test_accuracy_uncalibrated"] = float(np.mean((uncalibrated > 0) == (labels > 0.5)))
     monitor = training.get("early_stopping_monitor") or "val_loss"
     watched = history.history[monitor]
     best = int(np.argmin(watched) if trainer.MONITORS[monitor] == "min" else np.argmax(watched))
@@ -139,6 +152,7 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
         "seconds_per_epoch": [round(s, 1) for s in timer.epoch_seconds],
         "train_examples_per_second": round(timer.steady_examples / max(timer.steady_seconds, 1e-9), 1),
         "inference_examples_per_second": round(len(labels) / infer_seconds, 1),
+        **({"logit_calibration": calibrated} if calibrated else {}),
     }
 
 

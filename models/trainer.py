@@ -17,7 +17,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 from absl import logging  # noqa: E402
 
-from models import embeddings, features  # noqa: E402
+from models import calibration, embeddings, features  # noqa: E402
 from models import model as model_lib  # noqa: E402
 
 HISTORY_FILE = "history.json"
@@ -327,7 +327,19 @@ def train(
         callbacks=callbacks,
         verbose=2,
     )
-    return model, {key: [float(v) for v in values] for key, values in history.history.items()}
+    history = {key: [float(v) for v in values] for key, values in history.history.items()}
+    if training.get("calibrate_logit"):
+        history["logit_calibration"] = list(calibrate_logit(model, train_model, eval_dataset))
+    return model, history
+
+
+def calibrate_logit(model: tf.keras.Model, train_model: tf.keras.Model,
+                    eval_dataset: tf.data.Dataset) -> tuple[float, float]:
+    """Fits Platt scaling on the validation split and folds it into `model` (see models/calibration.py)."""
+    scale, offset = calibration.fit(*calibration.logits_and_labels(train_model, eval_dataset, model_lib.LOGIT))
+    calibration.apply(model, scale, offset)
+    logging.info("Logit calibrated on the validation split: logit -> %.4f * logit %+.4f", scale, offset)
+    return scale, offset
 
 
 def run_fn(fn_args) -> None:

@@ -57,6 +57,10 @@ class TrainingConfig:
     # Adversarial training on the word vectors (Miyato et al., 2017): the
     # L2 norm of the perturbation per example (0 = off; doubles the step cost).
     adversarial_epsilon: float = 0.0
+    # After training, fit a scale and offset of the logit on the validation split
+    # (Platt scaling) and fold them into the last layer: calibrated probabilities,
+    # and a 0.5 threshold where the validation data puts it (models/calibration.py).
+    calibrate_logit: bool = False
     early_stopping_patience: int = 1
     # What early stopping and the plateau schedule watch: val_loss, val_auc or val_accuracy.
     early_stopping_monitor: str = "val_loss"
