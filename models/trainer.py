@@ -329,14 +329,23 @@ def train(
     )
     history = {key: [float(v) for v in values] for key, values in history.history.items()}
     if training.get("calibrate_logit"):
-        history["logit_calibration"] = list(calibrate_logit(model, train_model, eval_dataset))
+        history["logit_calibration"] = list(calibrate_logit(model, train_model, eval_dataset) or ())
     return model, history
 
 
 def calibrate_logit(model: tf.keras.Model, train_model: tf.keras.Model,
-                    eval_dataset: tf.data.Dataset) -> tuple[float, float]:
-    """Fits Platt scaling on the validation split and folds it into `model` (see models/calibration.py)."""
-    scale, offset = calibration.fit(*calibration.logits_and_labels(train_model, eval_dataset, model_lib.LOGIT))
+                    eval_dataset: tf.data.Dataset) -> tuple[float, float] | None:
+    """Fits Platt scaling on the validation split and folds it into `model` (see models/calibration.py).
+
+    Where no increasing map fits (a model no better than chance on validation),
+    the model is left as trained: the Evaluator's gate, not a Trainer crash,
+    is what should turn it away.
+    """
+    try:
+        scale, offset = calibration.fit(*calibration.logits_and_labels(train_model, eval_dataset, model_lib.LOGIT))
+    except ValueError as error:
+        logging.warning("Logit left uncalibrated: %s", error)
+        return None
     calibration.apply(model, scale, offset)
     logging.info("Logit calibrated on the validation split: logit -> %.4f * logit %+.4f", scale, offset)
     return scale, offset

@@ -79,3 +79,16 @@ def test_trainer_calibrates_on_the_validation_split_and_returns_the_map():
     assert scale > 0
     np.testing.assert_allclose(model(ids, training=False)[model_lib.LOGIT], scale * before + offset,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_trainer_leaves_a_model_that_fails_validation_uncalibrated_for_the_gate_to_judge():
+    tf.keras.utils.set_random_seed(6)
+    model = model_lib.build_model(VOCAB, embedding_dim=6, rnn_units=5, attention_units=4, dense_units=4)
+    view = model_lib.training_view(model)
+    ids = tf.constant(np.random.default_rng(6).integers(1, VOCAB, (600, 6)), tf.int64)
+    before = view(ids, training=False)[model_lib.LOGIT].numpy()
+    # Labels that run against the model's own ranking: only a decreasing map would fit.
+    inverted = _labels_from(-(before - before.mean()) / before.std(), 3.0, 0.0).astype(np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices((ids, {model_lib.LOGIT: inverted})).batch(128)
+    assert trainer.calibrate_logit(model, view, dataset) is None
+    np.testing.assert_array_equal(model(ids, training=False)[model_lib.LOGIT], before)
