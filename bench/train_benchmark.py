@@ -118,8 +118,8 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
         calibrated = {"val_accuracy_uncalibrated": float(np.mean((valid_logits > 0) == (valid_labels > 0.5))),
                       "val_accuracy_cross_fitted": calibration.cross_fitted_accuracy(valid_logits, valid_labels)}
         # The Trainer's own step (train_model shares its layers with the exported model).
-        calibrated["scale"], calibrated["offset"] = trainer.calibrate_logit(
-            train_model, train_model, batches(valid, training, False, 0))
+        fitted = trainer.calibrate_logit(train_model, train_model, batches(valid, training, False, 0))
+        calibrated["scale"], calibrated["offset"] = fitted or (1.0, 0.0)  # None: left uncalibrated
 
     test_batches = batches(test, training, False, 0)
     predict = tf.function(lambda ids: train_model(ids, training=False)[model_lib.LOGIT],
