@@ -65,16 +65,24 @@ def test_apply_maps_the_logit_and_every_prefix_of_the_trajectory(ensemble_size):
     np.testing.assert_allclose(view(ids, training=False)[model_lib.LOGIT], after[model_lib.LOGIT], atol=1e-6)
 
 
-def test_trainer_calibrates_on_the_validation_split_and_returns_the_map():
-    tf.keras.utils.set_random_seed(5)
+def _untrained_model_on_random_texts(seed):
+    """(model, its training view, token ids of 600 random texts, the view's logits for them)."""
+    tf.keras.utils.set_random_seed(seed)
     model = model_lib.build_model(VOCAB, embedding_dim=6, rnn_units=5, attention_units=4, dense_units=4)
     view = model_lib.training_view(model)
-    ids = tf.constant(np.random.default_rng(5).integers(1, VOCAB, (600, 6)), tf.int64)
+    ids = tf.constant(np.random.default_rng(seed).integers(1, VOCAB, (600, 6)), tf.int64)
     before = view(ids, training=False)[model_lib.LOGIT].numpy()
-    standardized = (before - before.mean()) / before.std()
-    labels = _labels_from(standardized, 2.0, 0.7).astype(np.float32)
-    dataset = tf.data.Dataset.from_tensor_slices((ids, {model_lib.LOGIT: labels})).batch(128)
-    scale, offset = trainer.calibrate_logit(model, view, dataset)
+    return model, view, ids, before
+
+
+def _validation_split(ids, labels):
+    return tf.data.Dataset.from_tensor_slices((ids, {model_lib.LOGIT: labels.astype(np.float32)})).batch(128)
+
+
+def test_trainer_calibrates_on_the_validation_split_and_returns_the_map():
+    model, view, ids, before = _untrained_model_on_random_texts(5)
+    labels = _labels_from((before - before.mean()) / before.std(), 2.0, 0.7).astype(np.float32)
+    scale, offset = trainer.calibrate_logit(model, view, _validation_split(ids, labels))
     assert (scale, offset) == pytest.approx(calibration.fit(before, labels), rel=1e-4)
     assert scale > 0
     np.testing.assert_allclose(model(ids, training=False)[model_lib.LOGIT], scale * before + offset,
@@ -82,13 +90,8 @@ def test_trainer_calibrates_on_the_validation_split_and_returns_the_map():
 
 
 def test_trainer_leaves_a_model_that_fails_validation_uncalibrated_for_the_gate_to_judge():
-    tf.keras.utils.set_random_seed(6)
-    model = model_lib.build_model(VOCAB, embedding_dim=6, rnn_units=5, attention_units=4, dense_units=4)
-    view = model_lib.training_view(model)
-    ids = tf.constant(np.random.default_rng(6).integers(1, VOCAB, (600, 6)), tf.int64)
-    before = view(ids, training=False)[model_lib.LOGIT].numpy()
+    model, view, ids, before = _untrained_model_on_random_texts(6)
     # Labels that run against the model's own ranking: only a decreasing map would fit.
-    inverted = _labels_from(-(before - before.mean()) / before.std(), 3.0, 0.0).astype(np.float32)
-    dataset = tf.data.Dataset.from_tensor_slices((ids, {model_lib.LOGIT: inverted})).batch(128)
-    assert trainer.calibrate_logit(model, view, dataset) is None
+    inverted = _labels_from(-(before - before.mean()) / before.std(), 3.0, 0.0)
+    assert trainer.calibrate_logit(model, view, _validation_split(ids, inverted)) is None
     np.testing.assert_array_equal(model(ids, training=False)[model_lib.LOGIT], before)
