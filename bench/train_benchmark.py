@@ -103,7 +103,7 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
     """Trains one model; returns its metrics and timings."""
     training = hyperparameters["training"]
     tf.keras.utils.set_random_seed(seed)
-    _, train_model = trainer.build_models(tf_transform_output, hyperparameters, seed)  # the Trainer's own
+    model, train_model = trainer.build_models(tf_transform_output, hyperparameters, seed)  # the Trainer's own
     timer = StepTimer(len(train[features.LENGTH]), int(training["batch_size"]))
     callbacks = [timer] + trainer.training_callbacks(training)  # the Trainer's own
     started = time.perf_counter()
@@ -121,8 +121,30 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
         fitted = trainer.calibrate_logit(train_model, train_model, batches(valid, training, False, 0))
         calibrated["scale"], calibrated["offset"] = fitted or (1.0, 0.0)  # None: left uncalibrated
 
+    stacking = {}
+    if training.get("naive_bayes_ngrams"):
+        valid_batches = batches(valid, training, False, 0)
+        valid_logits, valid_labels = calibration.logits_and_labels(train_model, valid_batches, model_lib.LOGIT)
+        # The Trainer's own step; the stacked model shares the network's layers with train_model.
+        model, weights = trainer.stack_naive_bayes(model, train_model, batches(train, training, True, seed),
+                                                   valid_batches, int(training["naive_bayes_ngrams"]),
+                                                   trainer.embedding_input_dim(tf_transform_output,
+                                                                               hyperparameters))
+        stacking = {"val_accuracy_network": float(np.mean((valid_logits > 0) == (valid_labels > 0.5))),
+                    # What calibrate_logit alone would give the same network, for comparison.
+                    "val_accuracy_network_calibrated_cross_fitted": calibration.cross_fitted_accuracy(
+                        valid_logits, valid_labels),
+                    "weights": weights}
+        if weights:
+            stacked_logits, _ = calibration.logits_and_labels(model, valid_batches, model_lib.LOGIT)
+            mapped, _ = calibration.logits_and_labels(train_model, valid_batches, model_lib.LOGIT)
+            # The network's (mapped) logit and the weighted score: the same two columns up to scale.
+            stacking["val_accuracy_cross_fitted"] = calibration.cross_fitted_accuracy(
+                np.stack([mapped, stacked_logits - mapped], axis=1), valid_labels)
+    served = model if stacking else train_model
+
     test_batches = batches(test, training, False, 0)
-    predict = tf.function(lambda ids: train_model(ids, training=False)[model_lib.LOGIT],
+    predict = tf.function(lambda ids: served(ids, training=False)[model_lib.LOGIT],
                           input_signature=[tf.TensorSpec([None, None], tf.int64)])
     predict(next(iter(test_batches))[0])  # trace once, outside the timing
     started = time.perf_counter()
@@ -137,6 +159,10 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
     if calibrated:
         uncalibrated = (logits - calibrated["offset"]) / calibrated["scale"]
         calibrated["test_accuracy_uncalibrated"] = float(np.mean((uncalibrated > 0) == (labels > 0.5)))
+    if stacking.get("weights"):
+        network, _ = calibration.logits_and_labels(train_model, test_batches, model_lib.LOGIT)
+        scale, _, offset = stacking["weights"]
+        stacking["test_accuracy_network"] = float(np.mean(((network - offset) / scale > 0) == (labels > 0.5)))
     monitor = training.get("early_stopping_monitor") or "val_loss"
     watched = history.history[monitor]
     best = int(np.argmin(watched) if trainer.MONITORS[monitor] == "min" else np.argmax(watched))
@@ -153,6 +179,7 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
         "train_examples_per_second": round(timer.steady_examples / max(timer.steady_seconds, 1e-9), 1),
         "inference_examples_per_second": round(len(labels) / infer_seconds, 1),
         **({"logit_calibration": calibrated} if calibrated else {}),
+        **({"naive_bayes_stacking": stacking} if stacking else {}),
     }
 
 

@@ -23,27 +23,37 @@ LOGIT_LAYER = "logit_dense"
 
 def fit(logits: np.ndarray, labels: np.ndarray, iterations: int = 50) -> tuple[float, float]:
     """(scale, offset) minimising the log loss of sigmoid(scale * logit + offset), by Newton's method."""
-    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    scale, offset = fit_logistic(np.asarray(logits, dtype=np.float64).reshape(-1, 1), labels, iterations)
+    return scale, offset
+
+
+def fit_logistic(columns: np.ndarray, labels: np.ndarray, iterations: int = 50) -> tuple[float, ...]:
+    """Weights of each column and an offset, minimising the log loss on `labels`, by Newton's method.
+
+    The first column is the model's logit: a map that does not increase with
+    it (the model does not separate the labels) raises ValueError.
+    """
+    x = np.asarray(columns, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64).reshape(-1)
-    if z.shape != y.shape or z.size == 0:
-        raise ValueError(f"need as many labels as logits, and some: {z.shape} vs {y.shape}")
+    if x.ndim != 2 or x.shape[0] != y.size or y.size == 0:
+        raise ValueError(f"need as many labels as logits, and some: {x.shape[:1]} vs {y.shape}")
     if y.min() == y.max():
         raise ValueError("calibration needs both labels in the validation split")
-    x = np.stack([z, np.ones_like(z)], axis=1)
-    params = np.array([1.0, 0.0])
+    x = np.concatenate([x, np.ones((y.size, 1))], axis=1)
+    params = np.zeros(x.shape[1])
+    params[0] = 1.0
     for _ in range(iterations):
         p = 0.5 * (1.0 + np.tanh(0.5 * (x @ params)))  # the logistic function, without overflow
         gradient = x.T @ (p - y)
-        hessian = (x * (p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(x.shape[1])
         step = np.linalg.solve(hessian, gradient)
         params -= step
         if np.max(np.abs(step)) < 1e-10:
             break
-    scale, offset = float(params[0]), float(params[1])
-    if not np.isfinite([scale, offset]).all() or scale <= 0:
-        raise ValueError(f"calibration did not find an increasing map (scale {scale}, offset {offset}): "
+    if not np.isfinite(params).all() or params[0] <= 0:
+        raise ValueError(f"calibration did not find an increasing map (weights {params.round(4).tolist()}): "
                          "the model does not separate the validation labels")
-    return scale, offset
+    return tuple(float(w) for w in params)
 
 
 def apply(model: tf.keras.Model, scale: float, offset: float) -> int:
@@ -71,16 +81,19 @@ def logits_and_labels(model: tf.keras.Model, dataset: tf.data.Dataset, logit_key
     return np.concatenate(logits), np.concatenate(labels)
 
 
-def cross_fitted_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Accuracy after calibration, each half of the examples mapped by the fit on the other half.
+def cross_fitted_accuracy(columns: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy after the fit, each half of the examples mapped by the fit on the other half.
 
-    The fit on the whole split scores it in-sample; this is the honest figure
-    to compare with the uncalibrated accuracy on the same split.
+    `columns` is the logit ([n]) or the logit and other scores ([n, k]). The
+    fit on the whole split scores it in-sample; this is the honest figure to
+    compare with the unfitted accuracy on the same split.
     """
-    z, y = np.asarray(logits).reshape(-1), np.asarray(labels).reshape(-1)
-    halves = (np.arange(z.size) % 2 == 0, np.arange(z.size) % 2 == 1)
+    x = np.asarray(columns, dtype=np.float64)
+    x = x.reshape(-1, 1) if x.ndim == 1 else x
+    y = np.asarray(labels).reshape(-1)
+    halves = (np.arange(y.size) % 2 == 0, np.arange(y.size) % 2 == 1)
     correct = 0
     for fit_on, score_on in (halves, halves[::-1]):
-        scale, offset = fit(z[fit_on], y[fit_on])
-        correct += int(np.sum(((scale * z[score_on] + offset) > 0) == (y[score_on] > 0.5)))
-    return correct / z.size
+        *weights, offset = fit_logistic(x[fit_on], y[fit_on])
+        correct += int(np.sum(((x[score_on] @ np.array(weights) + offset) > 0) == (y[score_on] > 0.5)))
+    return correct / y.size

@@ -17,7 +17,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 from absl import logging  # noqa: E402
 
-from models import calibration, embeddings, features  # noqa: E402
+from models import calibration, embeddings, features, naive_bayes  # noqa: E402
 from models import model as model_lib  # noqa: E402
 
 HISTORY_FILE = "history.json"
@@ -295,6 +295,10 @@ def train(
     log_dir: str | None = None,
 ) -> tuple[tf.keras.Model, dict[str, list[float]]]:
     training = hyperparameters["training"]
+    ngram_order = int(training.get("naive_bayes_ngrams") or 0)
+    if ngram_order and training.get("calibrate_logit"):
+        raise ValueError("naive_bayes_ngrams already fits the logit's scale and offset on validation; "
+                         "turn calibrate_logit off")
     apply_thread_settings(training)
     seed = int(training["seed"])
     tf.keras.utils.set_random_seed(seed)
@@ -330,6 +334,10 @@ def train(
     history = {key: [float(v) for v in values] for key, values in history.history.items()}
     if training.get("calibrate_logit"):
         history["logit_calibration"] = list(calibrate_logit(model, train_model, eval_dataset) or ())
+    if ngram_order:
+        model, history["naive_bayes_stacking"] = stack_naive_bayes(
+            model, train_model, train_dataset, eval_dataset, ngram_order,
+            embedding_input_dim(tf_transform_output, hyperparameters))
     return model, history
 
 
@@ -349,6 +357,25 @@ def calibrate_logit(model: tf.keras.Model, train_model: tf.keras.Model,
     calibration.apply(model, scale, offset)
     logging.info("Logit calibrated on the validation split: logit -> %.4f * logit %+.4f", scale, offset)
     return scale, offset
+
+
+def stack_naive_bayes(model: tf.keras.Model, train_model: tf.keras.Model, train_dataset: tf.data.Dataset,
+                      eval_dataset: tf.data.Dataset, order: int, id_space: int) -> tuple[tf.keras.Model, list[float]]:
+    """Adds Naive Bayes n-gram scores to the logit (see models/naive_bayes.py).
+
+    Returns the stacked model and its weights [network, Naive Bayes, offset];
+    where the validation split finds no use for the scores, the model as
+    trained and [] (the Evaluator's gate judges it, as without them).
+    """
+    try:
+        stacked, weights, count = naive_bayes.fit_and_stack(model, train_model, train_dataset, eval_dataset,
+                                                           order, id_space)
+    except ValueError as error:
+        logging.warning("Naive Bayes n-grams left out: %s", error)
+        return model, []
+    logging.info("Stacked %d n-grams (order <= %d): logit -> %.4f * logit %+.4f * naive_bayes %+.4f",
+                 count, order, *weights)
+    return stacked, list(weights)
 
 
 def run_fn(fn_args) -> None:

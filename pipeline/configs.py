@@ -61,6 +61,11 @@ class TrainingConfig:
     # (Platt scaling) and fold them into the last layer: calibrated probabilities,
     # and a 0.5 threshold where the validation data puts it (models/calibration.py).
     calibrate_logit: bool = False
+    # After training, add Naive Bayes log-count ratios of binarized 1..N-grams
+    # (counted on the training split) to the logit, their weight and the logit's
+    # scale and offset fitted on the validation split (models/naive_bayes.py).
+    # 0 = off. It fits what calibrate_logit fits, so the two do not combine.
+    naive_bayes_ngrams: int = 0
     early_stopping_patience: int = 1
     # What early stopping and the plateau schedule watch: val_loss, val_auc or val_accuracy.
     early_stopping_monitor: str = "val_loss"

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from models import features
+from models import features, naive_bayes
 from models import model as model_lib
 from models import trainer
 from tests.conftest import TINY_LABELS, TINY_TEXTS
@@ -83,14 +83,26 @@ def test_length_batching_groups_similar_lengths_trims_padding_and_loses_nothing(
         assert not wide.numpy()[:, exact.shape[1]:].any()
 
 
-@pytest.mark.parametrize("ensemble_size", [1, 2])
-def test_exported_model_serves_raw_strings_and_tf_examples(tiny_transform, tmp_path, ensemble_size):
-    _, tft_output = tiny_transform
+def _with_naive_bayes(clf, transformed_rows, id_space):
+    """The model stacked with n-gram ratios counted on the tiny texts (as the Trainer stacks them)."""
+    ids = np.stack([row[features.TOKEN_IDS] for row in transformed_rows])
+    labels = np.array([row[features.TRANSFORMED_LABEL] for row in transformed_rows], np.float32)
+    counted = tf.data.Dataset.from_tensor_slices((ids, {model_lib.LOGIT: labels})).batch(4)
+    keys, ratios = naive_bayes.log_count_ratios(counted, 2, id_space)
+    return naive_bayes.stacked(clf, naive_bayes.NaiveBayesScore(keys, 3.0 * ratios, 2, id_space))
+
+
+@pytest.mark.parametrize("ensemble_size,stack_naive_bayes", [(1, False), (2, False), (2, True)])
+def test_exported_model_serves_raw_strings_and_tf_examples(tiny_transform, tmp_path, ensemble_size,
+                                                            stack_naive_bayes):
+    transformed_rows, tft_output = tiny_transform
     tf.keras.utils.set_random_seed(0)
     clf = model_lib.build_model(trainer.embedding_input_dim(tft_output), embedding_dim=8, rnn_units=8,
                                 attention_units=8, dense_units=8, embedding_dropout=0.5, rnn_dropout=0.3,
                                 dense_dropout=0.5, ensemble_size=ensemble_size)
     model_lib.compile_model(clf, learning_rate=1e-2, clipnorm=1.0)
+    if stack_naive_bayes:
+        clf = _with_naive_bayes(clf, transformed_rows, trainer.embedding_input_dim(tft_output))
     trainer.export_model(clf, tft_output, str(tmp_path / "export"))
 
     # The classifier is saved as its variables, not as Keras objects (slow to trace, and nothing loads them).

@@ -1,0 +1,154 @@
+"""Naive Bayes n-gram scores, stacked with the recurrent model's logit.
+
+A bag of n-grams and a recurrent reader make different mistakes: the bag
+counts every cue the training data showed, even one seen twice, which a
+network fed a few thousand sentences does not learn; the reader sees order
+and negation. Wang & Manning (2012) found the Naive Bayes log-count ratio of
+binarized unigrams and bigrams a strong baseline on short sentiment snippets.
+
+The ratios are counted on the training split. Their weight beside the
+network's logit (and the logit's own scale and offset) is fitted by log loss
+on the validation split: counted on the training split, n-gram scores are
+overconfident there, so fitting the combination on it would overweight them.
+
+The score is a sum over tokens, so it masks padding for free (padding forms
+no n-gram) and has an exact per-token view: the running sum adds to the
+model's trajectory.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from models import calibration, features  # noqa: E402
+from models import model as model_lib  # noqa: E402
+
+MAX_ORDER = 3
+SMOOTHING = 1.0  # alpha of Wang & Manning; chosen on polarity validation accuracy (README)
+
+
+def ngram_keys(token_ids: tf.Tensor, order: int, id_space: int) -> tf.Tensor:
+    """[batch, time, order] int64 keys of the 1..order-grams ending at each token; 0 = none.
+
+    A k-gram of ids (i1, .., ik) gets the key i1*S^(k-1) + .. + ik with S =
+    id_space > every id: exact (no hashing), and keys of different orders
+    cannot meet since ids start at 1. An n-gram touching padding has no key.
+    """
+    if not 1 <= order <= MAX_ORDER:
+        raise ValueError(f"n-gram order must be 1 to {MAX_ORDER}, got {order}")
+    if id_space ** order >= 2 ** 63:
+        raise ValueError(f"{id_space} ids do not fit {order}-gram keys in int64")
+    ids = tf.cast(token_ids, tf.int64)
+    keys, gram, valid = [ids], ids, ids > 0
+    for k in range(1, order):
+        # The k-gram ending at t extends the (k-1)-gram ending at t-1 by token t.
+        shifted_gram = tf.pad(gram[:, :-1], [[0, 0], [1, 0]])
+        shifted_valid = tf.pad(valid[:, :-1], [[0, 0], [1, 0]])
+        gram = shifted_gram * id_space + ids
+        valid = shifted_valid & (ids > 0)
+        keys.append(tf.where(valid, gram, tf.zeros_like(gram)))
+    return tf.stack(keys, axis=-1)
+
+
+def first_occurrences(keys: tf.Tensor) -> tf.Tensor:
+    """True where a key is present and no earlier token of the text carries it (binarized counts)."""
+    same = tf.equal(keys[:, :, None, :], keys[:, None, :, :])  # [batch, t, earlier t', order]
+    time = tf.shape(keys)[1]
+    earlier = tf.linalg.band_part(tf.ones([time, time], tf.bool), -1, 0) & ~tf.eye(time, dtype=tf.bool)
+    seen_before = tf.reduce_any(same & earlier[None, :, :, None], axis=2)
+    return (keys > 0) & ~seen_before
+
+
+def log_count_ratios(dataset: tf.data.Dataset, order: int, id_space: int,
+                     alpha: float = SMOOTHING) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted keys, log-count ratio per key) over a (token ids, {logit: label}) dataset."""
+    present = {0: [], 1: []}
+    examples = {0: 0, 1: 0}
+    for ids, labels in dataset:
+        keys = ngram_keys(ids, order, id_space)
+        first = first_occurrences(keys).numpy()
+        keys, positive = keys.numpy(), np.asarray(labels[model_lib.LOGIT]).reshape(-1) > 0.5
+        for label, rows in ((1, positive), (0, ~positive)):
+            present[label].append(keys[rows][first[rows]])
+            examples[label] += int(rows.sum())
+    if not examples[0] or not examples[1]:
+        raise ValueError(f"Naive Bayes needs both labels in the training split, got {examples}")
+    positive, negative = np.concatenate(present[1]), np.concatenate(present[0])
+    keys = np.unique(np.concatenate([positive, negative]))
+    p = np.bincount(np.searchsorted(keys, positive), minlength=keys.size) + alpha
+    q = np.bincount(np.searchsorted(keys, negative), minlength=keys.size) + alpha
+    return keys, np.log(p / p.sum()) - np.log(q / q.sum())
+
+
+class NaiveBayesScore(tf.keras.layers.Layer):
+    """Per token: the summed ratios of the n-grams that first occur there ([batch, time])."""
+
+    def __init__(self, keys: np.ndarray, ratios: np.ndarray, order: int, id_space: int, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.order, self.id_space = order, id_space
+        # Weights, not constants: the exporter saves the model's variables, and a
+        # graph constant of a few million entries would bloat every trace.
+        self.keys = self.add_weight(name="keys", shape=keys.shape, dtype=tf.int64, initializer="zeros",
+                                    trainable=False)
+        self.ratios = self.add_weight(name="ratios", shape=ratios.shape, dtype=tf.float32,
+                                      initializer="zeros", trainable=False)
+        self.keys.assign(keys.astype(np.int64))
+        self.ratios.assign(ratios.astype(np.float32))
+
+    def call(self, token_ids):
+        keys = ngram_keys(token_ids, self.order, self.id_space)
+        flat = tf.reshape(keys, [-1])
+        position = tf.minimum(tf.searchsorted(self.keys, flat), tf.size(self.keys, out_type=tf.int32) - 1)
+        known = tf.equal(tf.gather(self.keys, position), flat)
+        values = tf.where(known, tf.gather(self.ratios, position), 0.0)
+        values = tf.reshape(values, tf.shape(keys)) * tf.cast(first_occurrences(keys), tf.float32)
+        return tf.reduce_sum(values, axis=-1)
+
+
+def stacked(model: tf.keras.Model, score: NaiveBayesScore) -> tf.keras.Model:
+    """The model with the score added to its logit, and its running sum to the trajectory."""
+    token_ids = tf.keras.Input(shape=(None,), dtype=tf.int64, name=features.TOKEN_IDS)
+    outputs = model(token_ids)
+    per_token = score(token_ids)
+    total = tf.keras.layers.Lambda(lambda t: tf.reduce_sum(t, axis=1), name="naive_bayes_total")(per_token)
+    running = tf.keras.layers.Lambda(lambda t: tf.cumsum(t, axis=1), name="naive_bayes_running")(per_token)
+    return tf.keras.Model(token_ids, {
+        model_lib.LOGIT: tf.keras.layers.Add(name=model_lib.LOGIT)([outputs[model_lib.LOGIT], total]),
+        features.ATTENTION: tf.keras.layers.Identity(name=features.ATTENTION)(outputs[features.ATTENTION]),
+        features.TRAJECTORY: tf.keras.layers.Add(name=features.TRAJECTORY)([outputs[features.TRAJECTORY], running]),
+    }, name=f"{model.name}_naive_bayes")
+
+
+def scores(logit_model: tf.keras.Model, score: NaiveBayesScore, dataset: tf.data.Dataset):
+    """[network logit, Naive Bayes score] per example ([n, 2]) and the labels, over a dataset."""
+    columns, labels = [], []
+    for ids, label in dataset:
+        logit = np.asarray(logit_model(ids, training=False)[model_lib.LOGIT]).reshape(-1)
+        columns.append(np.stack([logit, score(ids).numpy().sum(axis=1)], axis=1))
+        labels.append(np.asarray(label[model_lib.LOGIT]).reshape(-1))
+    return np.concatenate(columns), np.concatenate(labels)
+
+
+def fit_and_stack(model: tf.keras.Model, logit_model: tf.keras.Model, train_dataset: tf.data.Dataset,
+                  eval_dataset: tf.data.Dataset, order: int, id_space: int):
+    """Counts the ratios on train, fits the combination on eval; returns (stacked model, weights, features).
+
+    `weights` are (network scale, Naive Bayes scale, offset), already folded in:
+    the network's head carries its scale and the offset, the ratios the other scale.
+    Raises ValueError where the combination is not increasing in both scores.
+    """
+    keys, ratios = log_count_ratios(train_dataset, order, id_space)
+    score = NaiveBayesScore(keys, ratios, order, id_space, name="naive_bayes")
+    columns, labels = scores(logit_model, score, eval_dataset)
+    weights = calibration.fit_logistic(columns, labels)
+    scale, nb_scale, offset = weights
+    if nb_scale <= 0:
+        raise ValueError(f"the Naive Bayes score gets weight {nb_scale:.4f} on validation: it does not help")
+    calibration.apply(model, scale, offset)
+    score.ratios.assign(score.ratios * nb_scale)
+    return stacked(model, score), weights, int(keys.size)
