@@ -39,7 +39,7 @@ SMALL_MODEL = {
     "training.weight_averaging": "0",
     "model.embedding_dim": "16",
     "model.rnn_units": "16",
-    "training.calibrate_logit": "true",
+    "training.naive_bayes_ngrams": "2",
 }
 
 
@@ -104,9 +104,9 @@ def test_the_trainer_trained_the_default_ensemble_member_by_member(runs):
     history = json.loads((Path(model_run.uri) / trainer.HISTORY_FILE).read_text())
     assert len(history["member_loss"]) == len(history["val_accuracy"]) == int(SMALL_MODEL["training.epochs"])
     assert "val_member_loss" not in history
-    # Platt scaling ran in the Trainer, on the validation split, after the members were trained.
-    scale, _ = history["logit_calibration"]
-    assert scale > 0
+    # After the members were trained, Naive Bayes scores were counted on train and weighted on validation.
+    network, naive_bayes, _ = history["naive_bayes_stacking"]
+    assert network > 0 and naive_bayes > 0
 
 
 def test_splits_are_disjoint_and_cover_every_row(runs):
