@@ -56,12 +56,19 @@ def ngram_keys(token_ids: tf.Tensor, order: int, id_space: int) -> tf.Tensor:
 
 
 def first_occurrences(keys: tf.Tensor) -> tf.Tensor:
-    """True where a key is present and no earlier token of the text carries it (binarized counts)."""
-    same = tf.equal(keys[:, :, None, :], keys[:, None, :, :])  # [batch, t, earlier t', order]
-    time = tf.shape(keys)[1]
-    earlier = tf.linalg.band_part(tf.ones([time, time], tf.bool), -1, 0) & ~tf.eye(time, dtype=tf.bool)
-    seen_before = tf.reduce_any(same & earlier[None, :, :, None], axis=2)
-    return (keys > 0) & ~seen_before
+    """True where a key is present and no earlier token of the text carries it (binarized counts).
+
+    A stable sort of each text's keys puts the earliest occurrence first in its
+    run of equal keys: O(n log n) per text, where comparing all pairs of
+    positions would take [time, time] memory per text (IMDB: 320 x 320).
+    """
+    batch = tf.shape(keys)[0]
+    flat = tf.reshape(keys, [batch, -1])  # position t * order + k: earlier tokens first
+    order = tf.argsort(flat, axis=-1, stable=True)
+    ordered = tf.gather(flat, order, batch_dims=1)
+    starts_run = tf.concat([tf.ones([batch, 1], tf.bool), ordered[:, 1:] != ordered[:, :-1]], axis=1)
+    first = tf.gather(starts_run, tf.argsort(order, axis=-1, stable=True), batch_dims=1)
+    return tf.reshape(first, tf.shape(keys)) & (keys > 0)
 
 
 def log_count_ratios(dataset: tf.data.Dataset, order: int, id_space: int,

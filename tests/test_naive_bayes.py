@@ -35,6 +35,18 @@ def test_an_ngram_counts_once_per_text():
     np.testing.assert_array_equal(first[:, 1], [False, True, True, False, False])  # 35, 53, then 35 again
 
 
+def test_first_occurrences_match_a_plain_python_count_on_random_texts():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 5, (16, 30))  # few distinct ids: many repeats, and padding in the middle too
+    keys = naive_bayes.ngram_keys(tf.constant(ids), order=3, id_space=10).numpy()
+    first = naive_bayes.first_occurrences(tf.constant(keys)).numpy()
+    for row, flags in zip(keys, first):
+        seen = set()
+        for key, flag in zip(row.reshape(-1), flags.reshape(-1)):
+            assert flag == (key > 0 and key not in seen)
+            seen.add(key)
+
+
 def test_log_count_ratios_follow_wang_and_manning():
     # Positive texts: "1 2", "1 1"; negative: "2 3". Unigrams and bigrams, binarized.
     ids, labels = [[1, 2], [1, 1], [2, 3]], [1, 1, 0]
