@@ -76,3 +76,12 @@ def test_pretrained_vocabulary_needs_pretrained_vectors():
                                                        "pretrained_vocabulary": "1000"})
     with pytest.raises(ValueError, match="pretrained_vocabulary needs model.pretrained_embeddings"):
         configs.transform_custom_config(broken)
+
+
+def test_naive_bayes_stacking_and_platt_scaling_are_not_combined():
+    both = configs.with_overrides(configs.IMDB, {"training.calibrate_logit": "true"})
+    assert configs.IMDB.training.naive_bayes_ngrams  # the default stacks n-gram scores
+    with pytest.raises(ValueError, match="imdb: training.naive_bayes_ngrams .* turn training.calibrate_logit off"):
+        configs.trainer_hyperparameters(both)
+    platt_only = configs.with_overrides(both, {"training.naive_bayes_ngrams": "0"})
+    assert configs.trainer_hyperparameters(platt_only)["training"]["calibrate_logit"] is True
