@@ -137,10 +137,10 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
                     "weights": weights}
         if weights:
             stacked_logits, _ = calibration.logits_and_labels(model, valid_batches, model_lib.LOGIT)
-            mapped, _ = calibration.logits_and_labels(train_model, valid_batches, model_lib.LOGIT)
-            # The network's (mapped) logit and the weighted score: the same two columns up to scale.
+            scale, _, offset = weights
+            # The network's logit and the weighted score (the stacked logit less the network's mapped part).
             stacking["val_accuracy_cross_fitted"] = calibration.cross_fitted_accuracy(
-                np.stack([mapped, stacked_logits - mapped], axis=1), valid_labels)
+                np.stack([valid_logits, stacked_logits - (scale * valid_logits + offset)], axis=1), valid_labels)
     served = model if stacking else train_model
 
     test_batches = batches(test, training, False, 0)
