@@ -24,8 +24,11 @@ import tensorflow as tf
 from absl import logging
 from google.protobuf import any_pb2, json_format, struct_pb2
 from tfx.components.example_gen import component as example_gen_component
+from tfx.components.example_gen import driver as example_gen_driver
+from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 
@@ -43,6 +46,9 @@ TEST_PERCENT = "test_percent"
 QUARANTINE = "quarantine"
 TEXT_COLUMN = "text_column"
 LABEL_COLUMN = "label_column"
+# A digest of the parsing code (pipeline/configs.example_gen_fingerprint), so
+# a parser change is part of the cache key.
+CODE_FINGERPRINT = "code_fingerprint"
 
 
 class RowRejectedError(ValueError):
@@ -270,6 +276,52 @@ def ingest(source: str, output_uri: str, eval_percent: int = 10, test_percent: i
         return json.load(f)
 
 
+def source_fingerprint(paths: list[str]) -> str:
+    """A digest of every file a source is read from: path, size and mtime (ns).
+
+    TFX's file-based driver stats what the input pattern matches; for a folder
+    that is the folder itself, whose size and mtime do not change when a file
+    inside it is edited, so an edited aclImdb or rt-polaritydata folder would
+    be taken for cached data. Archives and CSVs are single files, but they
+    get the nanosecond mtime too (TFX rounds to the second).
+    """
+    digest = hashlib.sha256()
+    files = 0
+    for path in sorted(paths):
+        if fileio.isdir(path):
+            members = [os.path.join(root, name) for root, _, names in fileio.walk(path) for name in names]
+        else:
+            members = [path]
+        for member in sorted(members):
+            if "://" in member:  # a remote filesystem: what its stat gives
+                stat = fileio.stat(member)
+                size, mtime_ns = stat.length, stat.mtime_nsec
+            else:  # TensorFlow's local stat rounds mtime to the second
+                stat = os.stat(member)
+                size, mtime_ns = stat.st_size, stat.st_mtime_ns
+            digest.update(f"{member}\0{size}\0{mtime_ns}\n".encode())
+            files += 1
+    return f"files:{files},sha256:{digest.hexdigest()}"
+
+
+class Driver(example_gen_driver.FileBasedDriver):
+    """TFX's file-based ExampleGen driver, with a fingerprint that sees inside folders."""
+
+    def resolve_exec_properties(self, exec_properties, pipeline_info, component_info):
+        exec_properties = super().resolve_exec_properties(exec_properties, pipeline_info, component_info)
+        input_config = example_gen_pb2.Input()
+        json_format.Parse(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+        base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+        patterns = sorted({split.pattern for split in input_config.splits})
+        paths = [path for pattern in patterns for path in fileio.glob(os.path.join(base, pattern))]
+        exec_properties[example_gen_utils.FINGERPRINT_PROPERTY_NAME] = source_fingerprint(paths)
+        return exec_properties
+
+
+class _ReviewExampleGen(example_gen_component.FileBasedExampleGen):
+    DRIVER_CLASS = Driver
+
+
 def ReviewExampleGen(
     input_base: str,
     source: str,
@@ -278,16 +330,21 @@ def ReviewExampleGen(
     quarantine: bool = False,
     text_column: str = review_sources.TEXT_COLUMN,
     label_column: str = review_sources.LABEL_COLUMN,
+    code_fingerprint: str = "",
 ):
-    """A FileBasedExampleGen over one source (file, archive, folder or glob) under input_base."""
+    """A FileBasedExampleGen over one source (file, archive, folder or glob) under input_base.
+
+    Its cache key holds every input file's path, size and mtime (Driver) and
+    `code_fingerprint`, so changed data or parsing code is read afresh.
+    """
     input_config = example_gen_pb2.Input(
         splits=[example_gen_pb2.Input.Split(name=name, pattern=source) for name in SPLITS]
     )
     custom_config = encode_custom_config({
         EVAL_PERCENT: eval_percent, TEST_PERCENT: test_percent, QUARANTINE: quarantine,
-        TEXT_COLUMN: text_column, LABEL_COLUMN: label_column,
+        TEXT_COLUMN: text_column, LABEL_COLUMN: label_column, CODE_FINGERPRINT: code_fingerprint,
     })
-    return example_gen_component.FileBasedExampleGen(
+    return _ReviewExampleGen(
         input_base=input_base,
         input_config=input_config,
         custom_config=custom_config,

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_ROOT = PROJECT_ROOT / "schema"
 MODELS_ROOT = PROJECT_ROOT / "models"
+COMPONENTS_ROOT = PROJECT_ROOT / "components"
 TRANSFORM_MODULE_FILE = MODELS_ROOT / "preprocessing.py"
 TRAINER_MODULE_FILE = MODELS_ROOT / "trainer.py"
 
@@ -274,6 +275,15 @@ class PipelineConfig:
 
 
 
+def _code_digest(paths: list[Path]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def models_fingerprint() -> str:
     """A digest of the Transform and Trainer code (models/*.py).
 
@@ -281,12 +291,14 @@ def models_fingerprint() -> str:
     cannot see into; putting this digest into their custom_config makes a code
     change re-run them instead of reusing a stale cached artifact.
     """
-    import hashlib
+    return _code_digest(list(MODELS_ROOT.glob("*.py")))
 
-    digest = hashlib.sha256()
-    for path in sorted(MODELS_ROOT.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+
+def example_gen_fingerprint() -> str:
+    """A digest of ExampleGen's parsing code, for the same reason: a parser fix must
+    re-read the data instead of reusing examples the old parser wrote."""
+    return _code_digest([COMPONENTS_ROOT / "review_example_gen.py", COMPONENTS_ROOT / "review_sources.py",
+                         MODELS_ROOT / "features.py"])
 
 
 def default_output_dir() -> Path:

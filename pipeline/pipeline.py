@@ -92,6 +92,7 @@ def create_pipeline(
         eval_percent=dataset.eval_percent,
         test_percent=dataset.test_percent,
         quarantine=config.quarantine,
+        code_fingerprint=configs.example_gen_fingerprint(),
     ).with_id("ExampleGen")
 
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])

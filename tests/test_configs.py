@@ -85,3 +85,13 @@ def test_naive_bayes_stacking_and_platt_scaling_are_not_combined():
         configs.trainer_hyperparameters(both)
     platt_only = configs.with_overrides(both, {"training.naive_bayes_ngrams": "0"})
     assert configs.trainer_hyperparameters(platt_only)["training"]["calibrate_logit"] is True
+
+
+def test_example_gen_fingerprint_follows_the_parsing_code(tmp_path, monkeypatch):
+    for name in ("review_example_gen.py", "review_sources.py"):
+        (tmp_path / name).write_text("# v1\n")
+    monkeypatch.setattr(configs, "COMPONENTS_ROOT", tmp_path)
+    before = configs.example_gen_fingerprint()
+    assert configs.example_gen_fingerprint() == before
+    (tmp_path / "review_sources.py").write_text("# v2: a parser fix\n")
+    assert configs.example_gen_fingerprint() != before
