@@ -51,6 +51,7 @@ SMALL_TRAINER = {
     "model.attention_units": "16",
     "model.dense_units": "16",
     "evaluation.min_accuracy": "0.0",
+    "evaluation.min_auc": "0",
 }
 
 

@@ -55,6 +55,10 @@ class RowRejectedError(ValueError):
     """A row could not be parsed and quarantine is off; names file and line."""
 
 
+class EmptySplitError(ValueError):
+    """A split got no examples: nothing downstream could train or evaluate on it."""
+
+
 def split_bucket(text: str, num_buckets: int = NUM_BUCKETS) -> int:
     """Stable across runs, machines and Python versions (unlike hash())."""
     digest = hashlib.md5(text.encode("utf-8")).digest()
@@ -121,6 +125,15 @@ class _ReadSource(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(self.REJECTED, row._asdict())
             else:
                 yield row
+
+
+def _single_pattern(exec_properties: Mapping[str, Any]) -> str:
+    input_config = example_gen_pb2.Input()
+    json_format.Parse(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+    patterns = {split.pattern for split in input_config.splits}
+    if len(patterns) != 1 or {s.name for s in input_config.splits} != set(SPLITS):
+        raise ValueError(f"expected splits {SPLITS} over one source, got {input_config}")
+    return patterns.pop()
 
 
 def _count(pcoll, key: str):
@@ -191,6 +204,15 @@ class Executor(BaseExampleGenExecutor):
             report = json.load(f)
         for key in ("rows_in", "examples_out", "rows_quarantined", "test_texts_in_training"):
             examples.set_int_custom_property(key, report[key])
+        empty = [split for split in SPLITS if not report["examples_per_split"][split]]
+        if empty:
+            # Stop here, not in the Trainer minutes later with Keras' "Empty logs".
+            source = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY],
+                                  _single_pattern(exec_properties))
+            raise EmptySplitError(
+                f"{source}: no examples in the {' and '.join(empty)} split(s) ({report['rows_in']} rows read, "
+                f"{report['rows_quarantined']} quarantined, {report['examples_out']} examples); "
+                "the input needs data rows of both classes in every split")
         logging.info("Ingestion report: %s", report)
         if report["rows_quarantined"]:
             logging.warning("%d rows could not be parsed and were quarantined under %s",
@@ -200,15 +222,11 @@ class Executor(BaseExampleGenExecutor):
                             report["test_texts_in_training"])
 
     def GenerateExamplesByBeam(self, pipeline, exec_properties):
-        input_config = example_gen_pb2.Input()
-        json_format.Parse(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
-        patterns = {split.pattern for split in input_config.splits}
-        if len(patterns) != 1 or {s.name for s in input_config.splits} != set(SPLITS):
-            raise ValueError(f"expected splits {SPLITS} over one source, got {input_config}")
         config = decode_custom_config(exec_properties)
         eval_percent, test_percent = int(config.get(EVAL_PERCENT, 10)), int(config.get(TEST_PERCENT, 10))
 
-        source = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY], patterns.pop())
+        source = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY],
+                              _single_pattern(exec_properties))
         paths = sorted(tf.io.gfile.glob(source))
         if not paths:
             raise FileNotFoundError(f"no input matches {source}")

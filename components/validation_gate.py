@@ -6,6 +6,13 @@ drops the ones a user accepted on purpose, counts the affected examples with
 TFDV, and fails with a message that names the feature, the anomaly, the count
 and the anomalies artifact. Transform, Trainer and Pusher never run, so the
 last pushed model stays the served one.
+
+A schema cannot say "every class is present", so the gate also reads the label
+distribution from StatisticsGen's statistics: every class of the label's
+domain must appear in every split with at least `min_label_share` of it
+(LABEL_CLASS_MISSING / LABEL_SHARE_OUT_OF_BOUNDS findings, allowed like any
+anomaly). A one-class test split would otherwise score accuracy 1.0 with an
+undefined AUC and be blessed.
 """
 
 
@@ -68,6 +75,48 @@ def findings_in(anomalies: anomalies_pb2.Anomalies, split: str) -> list[Finding]
     return findings
 
 
+LABEL_CLASS_MISSING = "LABEL_CLASS_MISSING"
+LABEL_SHARE_OUT_OF_BOUNDS = "LABEL_SHARE_OUT_OF_BOUNDS"
+
+
+def label_counts(statistics, label: str) -> dict[int, int]:
+    """{class: examples} from a DatasetFeatureStatistics of a categorical integer label."""
+    for feature in statistics.features:
+        if list(feature.path.step) == [label] or feature.name == label:
+            if not feature.HasField("string_stats"):
+                raise ValueError(f"the statistics of {label!r} are not categorical: compute them with the schema "
+                                 "(StatisticsGen's schema input), where the label is is_categorical")
+            return {int(value.value): int(value.frequency) for value in feature.string_stats.top_values}
+    return {}
+
+
+def label_findings(counts: dict[int, int], classes: list[int], min_share: float, split: str,
+                   label: str) -> list[Finding]:
+    """A finding per class absent from the split, or below min_share of it."""
+    total = sum(counts.values())
+    findings = []
+    for value in classes:
+        count = counts.get(value, 0)
+        if not count:
+            findings.append(Finding(split, label, LABEL_CLASS_MISSING,
+                                    f"no example of class {value} (counts {dict(sorted(counts.items()))})", 0))
+        elif count < min_share * total:
+            findings.append(Finding(split, label, LABEL_SHARE_OUT_OF_BOUNDS,
+                                    f"class {value} is {count / total:.1%} of the split, below min_label_share "
+                                    f"{min_share:.1%}", count))
+    return findings
+
+
+def label_classes(schema, label: str) -> list[int]:
+    """The classes of the label's integer domain in the schema (e.g. [0, 1])."""
+    for feature in schema.feature:
+        if feature.name == label and feature.HasField("int_domain"):
+            domain = feature.int_domain
+            if domain.HasField("min") and domain.HasField("max") and domain.max - domain.min < 1000:
+                return list(range(domain.min, domain.max + 1))
+    raise ValueError(f"the schema gives the label {label!r} no bounded int_domain")
+
+
 def is_allowed(finding: Finding, allowed: list[str]) -> bool:
     """An entry allows a feature ("text_length") or one anomaly of it ("text_length:INT_TYPE_BIG_INT")."""
     return finding.feature in allowed or finding.key in allowed
@@ -105,17 +154,28 @@ def DataValidationGate(
     anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
     examples: InputArtifact[standard_artifacts.Examples],
     schema: InputArtifact[standard_artifacts.Schema],
+    statistics: InputArtifact[standard_artifacts.ExampleStatistics],
     allowed_anomalies: Parameter[str] = "[]",
+    label: Parameter[str] = "label",
+    min_label_share: Parameter[float] = 0.1,
 ) -> None:
-    """Fails the run when a split has an anomaly that was not allowed."""
+    """Fails the run when a split has an anomaly, or a label distribution, that was not allowed."""
+    import tensorflow_data_validation as tfdv
+    from tfx.components.statistics_gen import stats_artifact_utils
+
     splits = artifact_utils.decode_split_names(anomalies.split_names)
     allowed = json.loads(allowed_anomalies)
-    findings = [f for f in read_findings(anomalies.uri, splits) if not is_allowed(f, allowed)]
-    if not findings:
-        return
-    import tensorflow_data_validation as tfdv
-
     schema_proto = tfdv.load_schema_text(os.path.join(schema.uri, SCHEMA_FILE))
+    findings = [f for f in read_findings(anomalies.uri, splits) if not is_allowed(f, allowed)]
+    classes = label_classes(schema_proto, label)
+    label_problems = []
+    for split in artifact_utils.decode_split_names(statistics.split_names):
+        split_statistics = stats_artifact_utils.load_statistics(statistics, split).proto().datasets[0]
+        label_problems += label_findings(label_counts(split_statistics, label), classes, min_label_share,
+                                         split, label)
+    label_problems = [f for f in label_problems if not is_allowed(f, allowed)]
+    if not findings and not label_problems:
+        return
     counted = {}
     for split in sorted({f.split for f in findings}):
         try:
@@ -127,4 +187,4 @@ def DataValidationGate(
     findings = [
         Finding(f.split, f.feature, f.anomaly, f.description, counted[f.split].get(f.key)) for f in findings
     ]
-    raise DataValidationError(validation_report(findings, anomalies.uri))
+    raise DataValidationError(validation_report(findings + label_problems, anomalies.uri))

@@ -100,6 +100,9 @@ class EvaluationConfig:
     min_accuracy: float = 0.7
     # Change gate against the latest blessed model: accuracy may drop at most this much.
     max_accuracy_drop: float = 0.01
+    # Absolute gate on test AUC: better than chance. AUC 0 or undefined (a
+    # one-class test split) never blesses, whatever this is set to.
+    min_auc: float = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +139,9 @@ class DatasetConfig:
     eval_percent: int = 10
     test_percent: int = 10
     token_level: str = "word"
+    # Every class must be at least this share of every split (the validation
+    # gate's LABEL_SHARE_OUT_OF_BOUNDS); a class absent from a split always stops the run.
+    min_label_share: float = 0.1
     # The N most frequent words of model.pretrained_embeddings join the
     # vocabulary learnt from the training split, so words the training data
     # never showed keep their pretrained vector instead of becoming OOV.

@@ -10,14 +10,14 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
-from components.review_example_gen import RowRejectedError  # noqa: E402
+from components.review_example_gen import EmptySplitError, RowRejectedError  # noqa: E402
 from components.review_sources import SourceFormatError  # noqa: E402
 from components.validation_gate import DataValidationError  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 
 # Failures caused by the data, reported as such rather than as a traceback.
-DATA_ERRORS = (DataValidationError, RowRejectedError, SourceFormatError)
+DATA_ERRORS = (DataValidationError, EmptySplitError, RowRejectedError, SourceFormatError)
 
 
 class PipelineFailed(RuntimeError):

@@ -25,13 +25,15 @@ from pipeline import configs  # noqa: E402
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
 TRAIN, EVAL, TEST = SPLITS
+MIN_DEFINED_AUC = 1e-6
 
 
 def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
-    """Metrics on the test split, overall and per slice, and the two gates on accuracy.
+    """Metrics on the test split, overall and per slice, and the gates.
 
     Slices: overall, by text-length bucket and by source file (raw features
-    ExampleGen writes). The gates apply to the overall slice.
+    ExampleGen writes). The gates apply to the overall slice: accuracy above
+    min_accuracy and within max_accuracy_drop of the baseline, AUC above min_auc.
     """
     gate = dataset.evaluation
     accuracy_threshold = tfma.MetricThreshold(
@@ -41,6 +43,10 @@ def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
             absolute={"value": -gate.max_accuracy_drop},
         ),
     )
+    # On a test split with one class TFMA reports AUC 0 (or NaN, which fails any
+    # bound): such a split must never bless, whatever min_auc is set to.
+    auc_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": max(gate.min_auc, MIN_DEFINED_AUC)}))
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
@@ -66,7 +72,12 @@ def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
                             tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=accuracy_threshold)
                         ],
                     ),
-                    tfma.MetricConfig(class_name="AUC"),
+                    tfma.MetricConfig(
+                        class_name="AUC",
+                        per_slice_thresholds=[
+                            tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)
+                        ],
+                    ),
                     tfma.MetricConfig(class_name="Precision"),
                     tfma.MetricConfig(class_name="Recall"),
                     # The confusion matrix at 0.5, for the run report.
@@ -95,9 +106,11 @@ def create_pipeline(
         code_fingerprint=configs.example_gen_fingerprint(),
     ).with_id("ExampleGen")
 
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-
     schema_gen = tfx.components.ImportSchemaGen(schema_file=str(dataset.schema_dir / "schema.pbtxt"))
+
+    # With the schema, the categorical label gets per-class counts (the gate checks them).
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"],
+                                                  schema=schema_gen.outputs["schema"])
 
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"],
@@ -109,7 +122,10 @@ def create_pipeline(
         anomalies=example_validator.outputs["anomalies"],
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
+        statistics=statistics_gen.outputs["statistics"],
         allowed_anomalies=json.dumps(sorted(config.allowed_anomalies)),
+        label=features.LABEL,
+        min_label_share=dataset.min_label_share,
     )
 
     transform = tfx.components.Transform(

@@ -26,7 +26,7 @@ DAG_ID = "sentiment-polarity"
 DAG_SHIM = "from pipeline.airflow_dag import DAG  # noqa: F401  (an Airflow DAG)\n"
 ROWS = 300
 SMALL_MODEL = (
-    "training.epochs=1,training.batch_size=32,training.weight_averaging=0,model.embedding_dim=16,model.rnn_units=16,evaluation.min_accuracy=0.0,"
+    "training.epochs=1,training.batch_size=32,training.weight_averaging=0,model.embedding_dim=16,model.rnn_units=16,evaluation.min_accuracy=0.0,evaluation.min_auc=0,"
     "pretrained_vocabulary=0,model.pretrained_embeddings=")
 REQUIRED_UPSTREAM = required_upstream("LatestBlessedModelResolver")
 
