@@ -46,6 +46,8 @@ TEST_PERCENT = "test_percent"
 QUARANTINE = "quarantine"
 TEXT_COLUMN = "text_column"
 LABEL_COLUMN = "label_column"
+# False only where a split may be empty on purpose (parsing tests, `ingest` on a sample).
+REQUIRE_EVERY_SPLIT = "require_every_split"
 # A digest of the parsing code (pipeline/configs.example_gen_fingerprint), so
 # a parser change is part of the cache key.
 CODE_FINGERPRINT = "code_fingerprint"
@@ -205,7 +207,7 @@ class Executor(BaseExampleGenExecutor):
         for key in ("rows_in", "examples_out", "rows_quarantined", "test_texts_in_training"):
             examples.set_int_custom_property(key, report[key])
         empty = [split for split in SPLITS if not report["examples_per_split"][split]]
-        if empty:
+        if empty and decode_custom_config(exec_properties).get(REQUIRE_EVERY_SPLIT, True):
             # Stop here, not in the Trainer minutes later with Keras' "Empty logs".
             source = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY],
                                   _single_pattern(exec_properties))
@@ -267,7 +269,8 @@ class Executor(BaseExampleGenExecutor):
 
 
 def ingest(source: str, output_uri: str, eval_percent: int = 10, test_percent: int = 10,
-           quarantine: bool = False, beam_args: list[str] | None = None) -> dict[str, Any]:
+           quarantine: bool = False, beam_args: list[str] | None = None,
+           require_every_split: bool = True) -> dict[str, Any]:
     """Runs this executor outside a pipeline (benchmarks, tests, debugging a source).
 
     Writes the splits under output_uri like the component does and returns the
@@ -279,7 +282,8 @@ def ingest(source: str, output_uri: str, eval_percent: int = 10, test_percent: i
     examples.uri = output_uri
     input_config = example_gen_pb2.Input(splits=[
         example_gen_pb2.Input.Split(name=name, pattern=os.path.basename(source)) for name in SPLITS])
-    custom = encode_custom_config({EVAL_PERCENT: eval_percent, TEST_PERCENT: test_percent, QUARANTINE: quarantine})
+    custom = encode_custom_config({EVAL_PERCENT: eval_percent, TEST_PERCENT: test_percent, QUARANTINE: quarantine,
+                                   REQUIRE_EVERY_SPLIT: require_every_split})
     exec_properties = {
         standard_component_specs.INPUT_BASE_KEY: os.path.dirname(source),
         standard_component_specs.INPUT_CONFIG_KEY: json_format.MessageToJson(input_config),

@@ -37,7 +37,8 @@ def write_csv(path: Path, rows, header="text,label", newline="\n", bom=False) ->
 def ingest(source: Path, tmp_path: Path, quarantine: bool = False) -> tuple[dict, Path]:
     """Runs the ExampleGen executor on `source`; returns (ingestion report, examples dir)."""
     examples_dir = tmp_path / "examples"
-    report = gen.ingest(str(source), str(examples_dir), quarantine=quarantine)
+    # Small samples may leave a split empty; tests/test_degenerate_data.py covers that stop.
+    report = gen.ingest(str(source), str(examples_dir), quarantine=quarantine, require_every_split=False)
     assert report["rows_in"] == report["examples_out"] + report["rows_quarantined"]
     return report, examples_dir
 
