@@ -6,15 +6,30 @@
     POST /v1/models/<name>/versions/<v>:predict    a given version
 
 Request bodies: `{"instances": ["text", ...]}` (or `[{"text": "..."}, ...]`), or
-`{"inputs": ["text", ...]}` (or `{"inputs": {"text": [...]}}`). The answer is
+`{"inputs": ["text", ...]}` (or `{"inputs": {"text": [...]}}`), optionally with
+`"signature_name": "serving_default"` beside them (the default; the only signature
+that takes raw text, so any other name is a 400). The answer is
 `{"predictions": [{"probability", "label", "length", "attention", "trajectory"}, ...]}`,
 with attention and trajectory cut to each text's own tokens. (For `inputs` TF
 Serving answers `{"outputs": ...}`; here both answer `predictions`.)
 
+Errors are always JSON `{"error": "..."}`, and the server keeps serving:
+  400  malformed JSON (including nesting deeper than the decoder's recursion
+       limit), a body of the wrong shape, a text that is not valid Unicode (a
+       lone surrogate such as "\\ud800"), an unknown signature_name, or a version
+       that is not 1 to 19 ASCII digits;
+  404  an unknown model, version (well formed but not loaded) or endpoint;
+  405  a wrong method, e.g. GET on :predict (the answer and the Allow header name POST);
+  413  more than max_instances texts, or a body over max_body_bytes. The app checks
+       the size itself (Content-Length, and the data read for chunked bodies):
+       waitress buffers up to WAITRESS_BODY_CAP (1 GiB, spooled to disk) before
+       calling the app, and only above that answers its own text/plain 413;
+  503  no version loaded yet;
+  500  anything unforeseen: "internal error (...)", with the traceback in the log.
+
 The server watches the serving directory: a version the Pusher renames into
 place is loaded in the background and becomes the default once loaded; a
-version removed from disk is unloaded. Bad requests get a 4xx JSON `{"error": ...}`
-and the server keeps serving. It binds 127.0.0.1 unless told otherwise.
+version removed from disk is unloaded. It binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -33,6 +49,11 @@ from flask import Flask, jsonify, request  # noqa: E402
 from werkzeug.exceptions import HTTPException  # noqa: E402
 
 log = logging.getLogger("sentiment.serve")
+
+# Bodies up to this size reach the app, which answers JSON 413 over max_body_bytes;
+# waitress itself answers (text/plain 413) only above it. waitress's own default, 1 GiB:
+# it spools large bodies to a temporary file, not to memory.
+WAITRESS_BODY_CAP = 1 << 30
 
 
 class ModelRepository:
@@ -115,10 +136,25 @@ class BadRequest(Exception):
         self.status = status
 
 
+SERVABLE_SIGNATURES = ("serving_default",)
+_VERSION = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also takes "²" and "١٠٠"
+
+
+def _short(value: str, limit: int = 40) -> str:
+    """repr() of a client-supplied string, cut to `limit` characters for error messages."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
 def parse_texts(body: Any, max_instances: int) -> list[str]:
     """The texts of a TF Serving style request body; BadRequest says what is wrong."""
     if not isinstance(body, dict):
         raise BadRequest('the body must be a JSON object: {"instances": [...]} or {"inputs": ...}')
+    signature_name = body.get("signature_name", "serving_default")
+    if not isinstance(signature_name, str):
+        raise BadRequest(f'"signature_name" must be a string, got {type(signature_name).__name__}')
+    if signature_name not in SERVABLE_SIGNATURES:
+        raise BadRequest(f"unknown signature_name {_short(signature_name)}; this server serves only "
+                         f"'serving_default' (the only signature that takes raw text)")
     keys = {"instances", "inputs"} & set(body)
     if len(keys) != 1:
         raise BadRequest('the body must have exactly one of "instances" or "inputs"')
@@ -144,6 +180,11 @@ def parse_texts(body: Any, max_instances: int) -> list[str]:
             item = item["text"]
         if not isinstance(item, str):
             raise BadRequest(f"instance {i}: expected a string, got {type(item).__name__}")
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate such as "\ud800": JSON allows it, UTF-8 does not
+            raise BadRequest(f"instance {i}: the text is not valid Unicode ({exc.reason} at character "
+                             f"{exc.start}: {exc.object[exc.start:exc.end]!r}); send UTF-8 text") from None
         texts.append(item)
     return texts
 
@@ -153,11 +194,17 @@ def create_app(repository: ModelRepository, model_name: str, max_instances: int 
     from pipeline import predict
 
     app = Flask("sentiment-serve")
-    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    # The body limit is checked in read_body (a JSON 413), not by Werkzeug.
+    app.config["MAX_CONTENT_LENGTH"] = None
     app.json.sort_keys = False
+    too_large = f"request body over the limit of {max_body_bytes} bytes"
 
-    def error(message: str, status: int):
-        return jsonify({"error": message}), status
+    def error(message: str, status: int, headers: dict[str, str] | None = None):
+        return jsonify({"error": message}), status, headers or {}
+
+    def not_allowed(allowed: str):
+        return error(f"{request.method} is not allowed on {request.path}; allowed: {allowed}", 405,
+                     {"Allow": allowed})
 
     @app.errorhandler(BadRequest)
     def bad_request(exc: BadRequest):
@@ -166,28 +213,43 @@ def create_app(repository: ModelRepository, model_name: str, max_instances: int 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         if exc.code == 413:
-            return error(f"request body over the limit of {max_body_bytes} bytes", 413)
+            return error(too_large, 413)
         if exc.code == 404:
             return error(f"no such endpoint: {request.method} {request.path}; use /v1/models/{model_name}"
                          f"[/versions/<v>]:predict", 404)
         if exc.code == 405:
-            return error(f"{request.method} is not allowed on {request.path}", 405)
+            return not_allowed(", ".join(sorted(set(getattr(exc, "valid_methods", None) or ()) - {"OPTIONS"})))
         return error(exc.description or exc.name, exc.code or 500)
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception):
+        # Whatever was not foreseen: the traceback goes to the log, the client gets JSON.
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error(f"internal error ({type(exc).__name__}); the server log has the details", 500)
 
     def check_model(name: str) -> None:
         if name != model_name:
-            raise BadRequest(f"unknown model {name!r}; this server serves {model_name!r}", 404)
+            raise BadRequest(f"unknown model {_short(name)}; this server serves {model_name!r}", 404)
 
     def parse_version(raw: str | None) -> int | None:
         if raw is None:
             return None
-        if not raw.isdigit():
-            raise BadRequest(f"version must be a number, got {raw!r}", 400)
+        if not _VERSION.fullmatch(raw):
+            raise BadRequest(f"version must be a number of at most 19 ASCII digits, got {_short(raw)}", 400)
         return int(raw)
 
-    @app.get("/v1/models/<name>")
-    @app.get("/v1/models/<name>/versions/<version>")
-    def model_status(name: str, version: str | None = None):
+    def read_body() -> bytes:
+        # waitress has buffered the whole body already (up to its own, larger cap);
+        # chunked bodies have no Content-Length, so the data read counts too.
+        length = request.content_length
+        if length is not None and length > max_body_bytes:
+            raise BadRequest(too_large, 413)
+        data = request.stream.read(max_body_bytes + 1)
+        if len(data) > max_body_bytes:
+            raise BadRequest(too_large, 413)
+        return data
+
+    def model_status(name: str, version: str | None):
         check_model(name)
         rows = repository.status()
         if version is not None:
@@ -201,11 +263,13 @@ def create_app(repository: ModelRepository, model_name: str, max_instances: int 
     def do_predict(name: str, version: str | None):
         check_model(name)
         wanted = parse_version(version)
-        data = request.get_data(cache=True)
+        data = read_body()
         if not data:
             raise BadRequest('empty request body; send JSON like {"instances": ["a text"]}')
         try:
             body = json.loads(data)
+        except RecursionError:
+            raise BadRequest("the body is not valid JSON: nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from None
         texts = parse_texts(body, max_instances)
@@ -219,25 +283,45 @@ def create_app(repository: ModelRepository, model_name: str, max_instances: int 
         response.headers["X-Model-Version"] = str(served_version)
         return response
 
-    @app.post("/v1/models/<path:target>")
-    def predict_route(target: str):
-        # Flask routes cannot end in ":predict" after a variable, so split by hand.
+    @app.route("/v1/models/<path:target>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    def model_route(target: str):
+        # Flask routes cannot end in ":predict" after a variable, so split by hand:
+        # <name>[/versions/<v>][:<verb>].
         path, sep, verb = target.rpartition(":")
-        if not sep or verb != "predict":
-            raise BadRequest(f"unsupported verb in {request.path!r}; only :predict is served", 404)
+        if not sep:
+            path, verb = target, None
         parts = path.split("/")
         if len(parts) == 1:
-            return do_predict(parts[0], None)
-        if len(parts) == 3 and parts[1] == "versions":
-            return do_predict(parts[0], parts[2])
-        raise BadRequest(f"no such endpoint: {request.path}", 404)
+            name, version = parts[0], None
+        elif len(parts) == 3 and parts[1] == "versions":
+            name, version = parts[0], parts[2]
+        else:
+            raise BadRequest(f"no such endpoint: {request.path}", 404)
+        if verb is None:
+            if request.method not in ("GET", "HEAD"):
+                return not_allowed("GET")
+            return model_status(name, version)
+        if verb != "predict":
+            raise BadRequest(f"unsupported verb in {_short(request.path, 200)}; only :predict is served", 404)
+        if request.method != "POST":
+            return not_allowed("POST")
+        return do_predict(name, version)
 
     return app
 
 
-def serve_command(args) -> int:
+def make_server(app: Flask, host: str, port: int, threads: int, max_body_bytes: int):
+    """The waitress server for `app` (not started: call .run())."""
     from waitress import create_server
 
+    # waitress reads the whole body before calling the app, and answers a body
+    # over its own cap with a text/plain 413 (or a reset connection): let it take
+    # up to WAITRESS_BODY_CAP so that the app answers JSON 413 over max_body_bytes.
+    return create_server(app, host=host, port=port, threads=threads,
+                         max_request_body_size=max(WAITRESS_BODY_CAP, max_body_bytes + 1))
+
+
+def serve_command(args) -> int:
     from pipeline import configs
 
     dataset = configs.DATASETS[args.dataset]
@@ -256,8 +340,7 @@ def serve_command(args) -> int:
     repository.start()
     app = create_app(repository, name, max_instances=args.max_instances or limits.max_instances,
                      max_body_bytes=args.max_body_bytes or limits.max_body_bytes)
-    server = create_server(app, host=args.host, port=args.port, threads=args.threads,
-                           max_request_body_size=(args.max_body_bytes or limits.max_body_bytes) + 1024)
+    server = make_server(app, args.host, args.port, args.threads, args.max_body_bytes or limits.max_body_bytes)
     print(f"Serving {name} versions {repository.versions()} from {base} on "
           f"http://{args.host}:{server.effective_port}/v1/models/{name}", flush=True)
     try:

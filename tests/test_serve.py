@@ -132,3 +132,209 @@ def test_serve_command_binds_loopback_by_default():
 
     args = make_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1"
+
+
+# --- Fakes: a signature with the model's outputs, so the HTTP tests need no TensorFlow model.
+
+
+class FakeSignature:
+    """Answers like the exported serving signature (one token per word, at most 12);
+    records every call's texts; raises for texts containing `fail_on`."""
+
+    def __init__(self, probability=0.75, fail_on=None, on_call=None):
+        self.probability, self.fail_on, self.on_call = probability, fail_on, on_call
+        self.calls = []
+
+    def __call__(self, text):
+        import tensorflow as tf
+
+        texts = [t.decode("utf-8") for t in text.numpy()]
+        self.calls.append(texts)
+        if self.on_call is not None:
+            self.on_call(texts)
+        if self.fail_on is not None and any(self.fail_on in t for t in texts):
+            raise RuntimeError(f"the fake model fails on {self.fail_on!r}")
+        lengths = [min(len(t.split()), 12) for t in texts]
+        width = max(lengths + [1])
+        n = len(texts)
+        return {"probability": tf.fill([n], self.probability), "label": tf.ones([n], tf.int64),
+                "attention": tf.zeros([n, width]), "trajectory": tf.zeros([n, width]),
+                "length": tf.constant(lengths, tf.int64)}
+
+
+def _fake_server(tmp_path, max_body_bytes=4096, **signature_args):
+    base = tmp_path / NAME
+    (base / "100").mkdir(parents=True)
+    signature = FakeSignature(**signature_args)
+    repository = serve.ModelRepository(base, loader=lambda path: signature)
+    repository.refresh()
+    app = serve.create_app(repository, NAME, max_instances=8, max_body_bytes=max_body_bytes)
+    return app, repository, signature
+
+
+@pytest.fixture
+def fake_client(tmp_path):
+    app, _, _ = _fake_server(tmp_path, max_body_bytes=1_000_000)
+    return app.test_client()
+
+
+def _json_error(response, status):
+    assert response.status_code == status, (response.status_code, response.get_data()[:300])
+    assert response.mimetype == "application/json", response.get_data()[:300]
+    body = response.get_json()
+    assert set(body) == {"error"}, body
+    return body["error"]
+
+
+# --- 6a: JSON nested deeper than the decoder's recursion limit.
+
+
+@pytest.mark.parametrize("body", ["[" * 100_000, '{"instances": ' + "[" * 100_000, '{"a":' * 50_000])
+def test_json_nested_too_deeply_is_a_400(fake_client, body):
+    message = _json_error(_predict(fake_client, body), 400)
+    assert "not valid JSON" in message and "nested too deeply" in message
+    assert _predict(fake_client, {"instances": ["still fine"]}).status_code == 200
+
+
+# --- 6b: a body over the limit, over a real waitress server.
+
+
+def _http(port, method, path, body=None, headers=None, chunked=False):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        if chunked:
+            pieces = [body[i:i + 1000] for i in range(0, len(body), 1000)]
+            connection.request(method, path, body=iter(pieces), encode_chunked=True,
+                               headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        else:
+            connection.request(method, path, body=body, headers={"Content-Type": "application/json",
+                                                                  **(headers or {})})
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type"), response.read()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def waitress_server(tmp_path):
+    import threading
+
+    app, _, _ = _fake_server(tmp_path, max_body_bytes=4096)
+    server = serve.make_server(app, "127.0.0.1", 0, threads=2, max_body_bytes=4096)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield server.effective_port
+    server.close()
+    thread.join(timeout=5)
+
+
+def _body_of_size(size):
+    head, tail = b'{"instances": ["', b'"]}'
+    return head + b"a" * (size - len(head) - len(tail)) + tail
+
+
+@pytest.mark.parametrize("size,chunked", [(4097, False), (4096 + 2048, False), (200_000, False), (4097, True)])
+def test_a_body_over_the_limit_is_a_json_413_over_real_waitress(waitress_server, size, chunked):
+    start = time.monotonic()
+    path = f"/v1/models/{NAME}:predict"
+    status, content_type, data = _http(waitress_server, "POST", path, _body_of_size(size), chunked=chunked)
+    assert status == 413, (status, data[:300])
+    assert content_type == "application/json", (content_type, data[:300])
+    assert json.loads(data) == {"error": "request body over the limit of 4096 bytes"}
+    # At the limit it is served, and the server keeps serving.
+    status, _, data = _http(waitress_server, "POST", path, _body_of_size(4096), chunked=chunked)
+    assert status == 200, data[:300]
+    assert json.loads(data)["predictions"][0]["probability"] == pytest.approx(0.75)
+    assert time.monotonic() - start < 5
+
+
+# --- 6c: signature_name.
+
+
+def test_signature_name_serving_default_is_accepted_and_others_are_a_400(fake_client):
+    for body in ({"signature_name": "serving_default", "instances": ["x"]},
+                 {"signature_name": "serving_default", "inputs": {"text": ["x"]}}):
+        response = _predict(fake_client, body)
+        assert response.status_code == 200, response.get_json()
+        assert len(response.get_json()["predictions"]) == 1
+    message = _json_error(_predict(fake_client, {"signature_name": "serving_tf_examples", "instances": ["x"]}), 400)
+    assert message == ("unknown signature_name 'serving_tf_examples'; this server serves only 'serving_default' "
+                       "(the only signature that takes raw text)")
+    message = _json_error(_predict(fake_client, {"signature_name": ["x"], "instances": ["x"]}), 400)
+    assert message == '"signature_name" must be a string, got list'
+
+
+def test_parse_texts_accepts_signature_name():
+    assert serve.parse_texts({"signature_name": "serving_default", "instances": ["a", "b"]}, 8) == ["a", "b"]
+    with pytest.raises(serve.BadRequest, match="unknown signature_name 'predict'"):
+        serve.parse_texts({"signature_name": "predict", "inputs": ["a"]}, 8)
+
+
+# --- 6d: a lone surrogate in a text.
+
+
+@pytest.mark.parametrize("body", ['{"instances": ["fine", "\\ud800"]}', '{"instances": ["fine", {"text": "a\\udfff"}]}',
+                                  '{"inputs": {"text": ["fine", "\\ud800 b"]}}'])
+def test_a_lone_surrogate_is_a_400_naming_the_instance(fake_client, body):
+    message = _json_error(_predict(fake_client, body), 400)
+    assert message.startswith("instance 1: the text is not valid Unicode"), message
+    assert _predict(fake_client, {"instances": ["still fine"]}).status_code == 200
+
+
+# --- 6e: versions that are not ASCII digits, or too long.
+
+
+@pytest.mark.parametrize("version", ["²", "١٠٠", "1" * 5000, "1" * 20, "-1", "+1", " 1", "1_0"])
+def test_malformed_versions_are_a_400(fake_client, version):
+    from urllib.parse import quote
+
+    v = quote(version)
+    message = _json_error(_predict(fake_client, {"instances": ["x"]}, f"/v1/models/{NAME}/versions/{v}:predict"), 400)
+    assert message.startswith("version must be a number of at most 19 ASCII digits, got "), message
+    assert len(message) < 200
+    _json_error(fake_client.get(f"/v1/models/{NAME}/versions/{v}"), 400)
+
+
+def test_a_well_formed_absent_version_is_a_404(fake_client):
+    big = "9" * 19
+    message = _json_error(_predict(fake_client, {"instances": ["x"]}, f"/v1/models/{NAME}/versions/{big}:predict"), 404)
+    assert f"no version {big}" in message
+    assert "no version 7" in _json_error(fake_client.get(f"/v1/models/{NAME}/versions/0007"), 404)
+    response = _predict(fake_client, {"instances": ["x"]}, f"/v1/models/{NAME}/versions/0100:predict")
+    assert response.status_code == 200 and response.headers["X-Model-Version"] == "100"
+
+
+# --- 6f: GET on :predict.
+
+
+@pytest.mark.parametrize("path", [f"/v1/models/{NAME}:predict", f"/v1/models/{NAME}/versions/100:predict"])
+def test_get_on_predict_is_a_405_naming_post(fake_client, path):
+    response = fake_client.get(path)
+    message = _json_error(response, 405)
+    assert message == f"GET is not allowed on {path}; allowed: POST"
+    assert response.headers["Allow"] == "POST"
+    message = _json_error(fake_client.put(path, data="{}"), 405)
+    assert message == f"PUT is not allowed on {path}; allowed: POST"
+
+
+def test_post_on_status_is_a_405_naming_get(fake_client):
+    path = f"/v1/models/{NAME}"
+    message = _json_error(_predict(fake_client, {"instances": ["x"]}, path), 405)
+    assert message.startswith(f"POST is not allowed on {path}; allowed: GET"), message
+
+
+# --- Anything unforeseen: a JSON 500, with the traceback in the log.
+
+
+def test_an_unexpected_error_is_a_json_500_and_logged(tmp_path, caplog):
+    app, _, _ = _fake_server(tmp_path, fail_on="explode")
+    client = app.test_client()
+    with caplog.at_level("ERROR", logger="sentiment.serve"):
+        message = _json_error(_predict(client, {"instances": ["please explode"]}), 500)
+    assert message.startswith("internal error"), message
+    assert "the fake model fails" not in message  # no internals in the answer...
+    records = [r for r in caplog.records if r.name == "sentiment.serve" and r.exc_info]
+    assert records and "the fake model fails on 'explode'" in str(records[0].exc_info[1])  # ...but in the log
+    assert _predict(client, {"instances": ["still fine"]}).status_code == 200
