@@ -29,8 +29,16 @@ DEFAULT_MAX_LEN = 256
 TOKEN_LEVELS = ("word", "char")
 
 
+# C0 control characters and DEL. tf.strings.lower(encoding="utf-8") stops at a
+# NUL ("GOOD\x00 BAD" -> "good"), so they become spaces before anything else and
+# training and serving both see the whole text. (C1 characters, U+0080-U+009F,
+# are mis-decoded Windows-1252 punctuation in IMDB and stay punctuation tokens.)
+_CONTROL = r"[\x00-\x1f\x7f]"
+
+
 def normalize(texts: tf.Tensor) -> tf.Tensor:
-    """Lowercase, HTML breaks dropped, runs of whitespace as one space."""
+    """Control characters as spaces, lowercase, HTML breaks dropped, runs of whitespace as one space."""
+    texts = tf.strings.regex_replace(texts, _CONTROL, " ")
     texts = tf.strings.lower(texts, encoding="utf-8")
     texts = tf.strings.regex_replace(texts, _HTML_BREAK, " ")
     return tf.strings.strip(tf.strings.regex_replace(texts, r"\s+", " "))

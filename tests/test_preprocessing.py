@@ -92,3 +92,22 @@ def test_pretrained_vocabulary_gives_unseen_words_their_own_ids_in_training_and_
     oov = len(vocab) + 1
     assert list(out[features.TOKEN_IDS].numpy()[0]) == [first + 1, film, oov, first + 3, 0, 0]
     assert int(out[features.LENGTH].numpy()[0]) == 4
+
+
+def test_control_characters_are_spaces_and_never_cut_the_text():
+    # tf.strings.lower stops at a NUL: the text after it must not be lost.
+    assert _tokens("GOOD\x00 BAD") == ["good", "bad"]
+    assert _tokens("good\x00bad") == ["good", "bad"]
+    assert _tokens("a\x01b\x1fc\x7fd\te\r\nf") == ["a", "b", "c", "d", "e", "f"]
+    assert _tokens("\x00") == []
+
+
+def test_the_served_model_reads_past_a_nul(tiny_transform, tmp_path):
+    from pipeline import predict
+    from tests import serving_models
+
+    _, tft_output = tiny_transform
+    signature = predict.load_signature(serving_models.export_tiny_model(tft_output, str(tmp_path / "m")))
+    with_nul, spaced, cut = predict.predict(signature, ["good\x00bad", "good bad", "good"], with_tokens=False)
+    assert with_nul["length"] == spaced["length"] == 2 and cut["length"] == 1
+    assert with_nul["probability"] == spaced["probability"] != cut["probability"]
