@@ -2,11 +2,20 @@
 
 * the aclImdb layout (Stanford `aclImdb_v1.tar.gz`, as the archive or unpacked):
   `train|test/pos|neg/<id>_<rating>.txt`, label from the folder, rating from
-  the file name, the official split kept; `unsup/` and feature files skipped;
+  the file name, the official split kept. Every file inside those four
+  folders is a row: one not named `<id>_<rating>.txt` (`notes.txt`,
+  `.DS_Store`, a subfolder's files) is rejected, not skipped. Everything
+  outside them (`unsup/`, `README`, the `*.feat`, vocabulary and `urls_*.txt`
+  files) is skipped by design;
 * the rt-polaritydata layout (Cornell `rt-polaritydata.tar.gz`, archive or
-  folder): `rt-polarity.pos|neg`, one sentence a line, Windows-1252;
+  folder): `rt-polarity.pos|neg`, one sentence a line, Windows-1252 (the five
+  bytes it leaves undefined read as Latin-1);
 * a CSV or TSV (optionally gzipped) with a header naming the text and label
   columns (and optionally a rating column).
+
+Labels and ratings are plain ASCII digits with an optional leading "-"
+(surrounding whitespace ignored); what else `int()` would take ("+1", "1_0",
+full-width or Arabic-Indic digits) is rejected.
 
 Every reader yields `Review`s, or `Rejected` rows that could not be parsed.
 A row is never dropped without one or the other, so rows in = reviews +
@@ -31,7 +40,14 @@ LABEL_COLUMN = "label"
 RATING_COLUMN = "rating"
 
 OFFICIAL_SPLITS = ("train", "test")
-_ACLIMDB_FILE = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+# A member inside one of the four labelled folders (at any depth below it),
+# and the name it must have there. [0-9], not \d: \d takes any Unicode digit.
+_ACLIMDB_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(.+)$", re.DOTALL)
+_ACLIMDB_NAME = re.compile(r"([0-9]+)_([0-9]+)\.txt")
+# A label or rating: ASCII digits, maybe a minus (so that -1 reaches the
+# schema as an out-of-domain integer); int() alone would also take "+1",
+# "1_0" and any Unicode decimal digit.
+_INTEGER = re.compile(r"-?[0-9]+")
 _ACLIMDB_FOLDERS = tuple(f"{split}/{polarity}" for split in OFFICIAL_SPLITS for polarity in ("neg", "pos"))
 _POLARITY_FILES = {"rt-polarity.neg": 0, "rt-polarity.pos": 1}
 _TABLE_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
@@ -117,18 +133,43 @@ def read(path: str, text_column: str = TEXT_COLUMN, label_column: str = LABEL_CO
 # --- aclImdb -----------------------------------------------------------------
 
 
-def _aclimdb_members(path: str) -> Iterator[tuple[str, bytes]]:
+def _aclimdb_members(path: str) -> Iterator[tuple[str, bytes | None]]:
+    """(name, content) of every file inside the four labelled folders, at any
+    depth; content None for an entry that is not a regular file once links
+    are followed (a broken link, a link to a folder, a device). Nothing else
+    is yielded."""
     if os.path.isdir(path):
         for folder in _ACLIMDB_FOLDERS:
             directory = _find_dir(path, folder)
-            for name in sorted(os.listdir(directory)):
-                with open(os.path.join(directory, name), "rb") as f:
-                    yield f"{folder}/{name}", f.read()
+            for root, dirs, files in os.walk(directory):
+                dirs.sort()
+                # os.walk lists a link to a folder among the folders and does
+                # not enter it: it is reported, not silently left out.
+                links = [name for name in dirs if os.path.islink(os.path.join(root, name))]
+                for name in sorted(files + links):
+                    file_path = os.path.join(root, name)
+                    relative = os.path.relpath(file_path, directory).replace(os.sep, "/")
+                    if not os.path.isfile(file_path):
+                        yield f"{folder}/{relative}", None
+                        continue
+                    with open(file_path, "rb") as f:
+                        yield f"{folder}/{relative}", f.read()
         return
     with tarfile.open(path) as tar:
         for member in tar:
-            if member.isfile() and _ACLIMDB_FILE.search(member.name):
-                yield member.name, tar.extractfile(member).read()
+            if member.isdir() or not _ACLIMDB_MEMBER.search(member.name):
+                continue
+            yield member.name, _member_bytes(tar, member)
+
+
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes | None:
+    if not (member.isfile() or member.islnk() or member.issym()):
+        return None
+    try:
+        content = tar.extractfile(member)  # follows a link to another member
+    except (KeyError, tarfile.TarError):
+        return None  # a link to a member the archive lacks
+    return content.read() if content is not None else None
 
 
 def _find_dir(root: str, folder: str) -> str:
@@ -141,11 +182,16 @@ def _find_dir(root: str, folder: str) -> str:
 def read_aclimdb(path: str) -> Iterator[Row]:
     source = os.path.basename(path.rstrip("/"))
     for name, data in _aclimdb_members(path):
-        match = _ACLIMDB_FILE.search(name)
-        if not match:
-            continue
-        split, polarity, _, rating = match.groups()
+        split, polarity, file_name = _ACLIMDB_MEMBER.search(name).groups()
         review_id = f"{source}:{name}"
+        if data is None:
+            yield Rejected(review_id, "not a regular file", "")
+            continue
+        named = _ACLIMDB_NAME.fullmatch(file_name)
+        if not named:
+            yield Rejected(review_id, "file name is not <id>_<rating>.txt", data.decode("utf-8", "replace"))
+            continue
+        rating = named.group(2)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -174,23 +220,28 @@ def _polarity_files(path: str) -> Iterator[tuple[str, int, bytes]]:
             yield name, label, tar.extractfile(members[name]).read()
 
 
+def _latin1_fallback(error: UnicodeError) -> tuple[str, int]:
+    """A codecs error handler: undecodable bytes become the code points of
+    their values (Latin-1), so nothing turns into U+FFFD."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return "".join(map(chr, error.object[error.start:error.end])), error.end
+
+
+_LATIN1_FALLBACK = "review_sources.latin1_fallback"
+codecs.register_error(_LATIN1_FALLBACK, _latin1_fallback)
+
+
 def read_polarity(path: str) -> Iterator[Row]:
     for name, label, data in _polarity_files(path):
-        # The Cornell files are Windows-1252 (bytes 0x81, 0x8d, 0x8f, 0x90 and
-        # 0x9d are undefined there and fall back to Latin-1), so no row is lost.
-        lines = data.decode("cp1252", errors="strict" if _is_cp1252(data) else "replace").split("\n")
+        # The Cornell files are Windows-1252; the bytes it leaves undefined
+        # (0x81, 0x8d, 0x8f, 0x90 and 0x9d) fall back to Latin-1, i.e. U+0081
+        # and so on, so no row is lost and no character is replaced.
+        lines = data.decode("cp1252", errors=_LATIN1_FALLBACK).split("\n")
         if data.endswith(b"\n"):
             lines.pop()  # the final newline ends the last sentence, it is not an empty one
         for line_number, line in enumerate(lines, start=1):
             yield Review(line.rstrip("\r"), label, f"{name}:{line_number}")
-
-
-def _is_cp1252(data: bytes) -> bool:
-    try:
-        data.decode("cp1252")
-        return True
-    except UnicodeDecodeError:
-        return False
 
 
 # --- CSV / TSV ---------------------------------------------------------------
@@ -241,18 +292,16 @@ def read_table(
             yield Rejected(row_id, f"expected {len(header)} columns, found {len(record)}", raw)
             continue
         raw_label = record[label_index].strip()
-        try:
-            label = int(raw_label)
-        except ValueError:
+        if not _INTEGER.fullmatch(raw_label):
             yield Rejected(row_id, f"label {raw_label!r} is not an integer", raw)
             continue
+        label = int(raw_label)
         rating = None
         if rating_index is not None and record[rating_index].strip():
-            try:
-                rating = int(record[rating_index])
-            except ValueError:
+            if not _INTEGER.fullmatch(record[rating_index].strip()):
                 yield Rejected(row_id, f"rating {record[rating_index]!r} is not an integer", raw)
                 continue
+            rating = int(record[rating_index])
         yield Review(record[text_index], label, row_id, rating, official_split)
 
 
@@ -266,10 +315,17 @@ def _csv_records(
 ) -> Iterator[tuple[int, list[str] | str, str]]:
     """(first line number, fields or an error reason, raw text) per record.
 
-    A quoted field may span lines. A quote that is never closed (by the end
-    of the file or within _MAX_RECORD_LINES lines) rejects only the line it
-    opened on; parsing resumes on the next line, so one stray quote cannot
-    swallow the rest of the file.
+    A quoted field may span lines, up to _MAX_RECORD_LINES of them. A longer
+    one is read to its closing quote and rejected whole, as one row named by
+    its first line; reading resumes after it, so no line inside the field is
+    ever taken for a record of its own. A line that is not UTF-8 inside a
+    quoted field that closes likewise rejects the whole record.
+
+    A quote that never closes properly (the file ends inside it, or what
+    closes it is followed by something other than a delimiter or the end of
+    the line: a stray quote) rejects only the line it opened on; the lines
+    after it are read afresh, so one stray quote cannot swallow the file.
+    Finding that out may hold the rest of the file in memory.
     """
     queue: collections.deque[tuple[int, str | Exception]] = collections.deque()
     source_lines = iter(lines)
@@ -279,60 +335,70 @@ def _csv_records(
             return queue.popleft()
         return next(source_lines, None)
 
-    pending: list[tuple[int, str]] = []
     while True:
         item = next_line()
-        if item is None and not pending:
+        if item is None:
             return
-        if item is not None and isinstance(item[1], Exception):
-            if pending:
-                queue.appendleft(item)
-                yield from _reject_first_and_requeue(pending, queue)
-                pending = []
-                continue
-            number, error = item
-            yield number, f"not valid UTF-8 at byte {error.start}", repr(error.object)[:200]
-            continue
-        if item is None or len(pending) >= _MAX_RECORD_LINES:
-            # The end of the data (or too many lines) inside a quoted field.
-            if item is not None:
-                queue.appendleft(item)
-            yield from _reject_first_and_requeue(pending, queue)
-            pending = []
-            continue
         number, line = item
-        if not pending and line.strip() == "":
+        if isinstance(line, Exception):
+            yield number, f"not valid UTF-8 at byte {line.start}", repr(line.object)[:200]
+            continue
+        if line.strip() == "":
             continue  # a blank line is not a record (as the csv module treats it)
-        pending.append((number, line))
-        text = "".join(part for _, part in pending)
+        consumed: list[tuple[int, str | Exception]] = [item]  # the physical lines read for this record
+        texts = [line]
+        undecodable: list[tuple[int, UnicodeDecodeError]] = []
+        state = {"rest": 0}  # parts of the current physical line not handed to the parser yet
+
+        def parts():
+            # Each physical line split as io.StringIO(newline="") splits it
+            # (a bare "\r" ends a part too), pulling lines only while the
+            # parser is inside a quoted field: the csv reader is incremental.
+            text = line
+            while True:
+                pieces = io.StringIO(text, newline="").readlines()
+                for index, piece in enumerate(pieces):
+                    state["rest"] = len(pieces) - index - 1
+                    yield piece
+                following = next_line()
+                if following is None:
+                    return
+                consumed.append(following)
+                text = following[1]
+                if isinstance(text, Exception):
+                    undecodable.append((following[0], text))
+                    text = text.object.decode("utf-8", "replace")
+                texts.append(text)
+
+        reader = csv.reader(parts(), delimiter=delimiter, strict=True)
         try:
-            records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
-        except csv.Error as error:
-            if "unexpected end of data" in str(error) or "EOF" in str(error):
-                continue  # a quoted field that goes on on the next line
-            if len(pending) > 1:
+            record = next(reader)
+            error = None
+        except csv.Error as caught:
+            record, error = None, caught
+        raw = "".join(texts)
+        if error is not None:
+            if len(consumed) == 1 and "unexpected end of data" not in str(error):
+                yield number, f"malformed CSV ({error})", raw
+            else:
                 # The quote opened on the first line never closed properly:
                 # reject that line alone and read the following lines afresh.
-                yield from _reject_first_and_requeue(pending, queue)
-            else:
-                yield pending[0][0], f"malformed CSV ({error})", text
-            pending = []
+                queue.extendleft(reversed(consumed[1:]))
+                yield number, "unterminated quoted field", line
             continue
-        start = pending[0][0]
-        pending = []
-        if len(records) != 1:
-            yield start, "malformed CSV (more than one record on a line)", text
-            continue
-        yield start, records[0], text
+        if state["rest"]:
+            yield number, "malformed CSV (more than one record on a line)", raw
+        elif len(consumed) > _MAX_RECORD_LINES:
+            yield number, f"a quoted field spans {len(consumed)} lines (limit {_MAX_RECORD_LINES})", raw
+        elif undecodable:
+            bad_line, bad = undecodable[0]
+            yield number, f"not valid UTF-8 at byte {bad.start} (line {bad_line})", raw
+        else:
+            yield number, record, raw
 
 
-def _reject_first_and_requeue(pending, queue):
-    number, line = pending[0]
-    queue.extendleft(reversed(pending[1:]))
-    yield number, "unterminated quoted field", line
-
-
-# A quoted field may hold newlines, but a stray quote must not swallow the file.
+# A quoted field may hold newlines; a record of more lines than this is
+# rejected (whole) rather than read.
 _MAX_RECORD_LINES = 200
 
 

@@ -230,3 +230,41 @@ def test_allowed_anomalies_are_named_by_feature_or_feature_and_type():
     report = validation_gate.validation_report([finding], "/anomalies/7")
     assert "[train] num_chars: INT_TYPE_BIG_INT (1 example(s)) - too long" in report
     assert "Anomalies artifact: /anomalies/7" in report
+
+
+def test_a_quoted_field_over_the_line_limit_is_quarantined_whole_and_nothing_inside_it_is_read(tmp_path):
+    path = tmp_path / "reviews.csv"
+    write_csv(path, GOOD_ROWS)
+    lines = path.read_text().split("\n")
+    # 250 lines in one quoted field, each line inside it shaped like a `text,label` row.
+    field = ['"opening line of a long field,1'] + [f"inside the field {i},1" for i in range(248)] + ['closing line",0']
+    lines[3:3] = field
+    path.write_text("\n".join(lines))
+    with pytest.raises(gen.RowRejectedError, match=r"reviews\.csv:4: a quoted field spans 250 lines \(limit 200\)"):
+        ingest(path, tmp_path / "strict")
+    report, examples = ingest(path, tmp_path / "lenient", quarantine=True)
+    assert (report["rows_in"], report["examples_out"], report["rows_quarantined"]) == (41, 40, 1)
+    [quarantined] = [json.loads(line) for line in (examples / gen.QUARANTINE_DIR / "rows.jsonl").open()]
+    assert quarantined["id"] == "reviews.csv:4"
+    assert quarantined["raw"] == "\n".join(field) + "\n"
+    texts = {text_of(e) for split in gen.SPLITS for e in read_examples(examples, split)}
+    assert texts == {text for text, _ in GOOD_ROWS}  # the rows after the field kept, none made from inside it
+
+
+def test_aclimdb_files_not_named_id_rating_are_quarantined_not_silently_dropped(tmp_path):
+    # 60 reviews a folder, so that no split (eval is ~10% of train) comes out empty.
+    path = write_aclimdb(tmp_path / "aclImdb_v1.tar.gz", _aclimdb_reviews(60))
+    import tarfile
+    with tarfile.open(path) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    members.update({"aclImdb/train/pos/notes.txt": b"my notes", "aclImdb/test/neg/12_x.txt": b"no rating",
+                    "aclImdb/train/urls_pos.txt": b"http://skipped.by.design\n"})
+    write_tar(path, members)
+    with pytest.raises(gen.RowRejectedError, match=r"file name is not <id>_<rating>\.txt"):
+        ingest(path, tmp_path / "strict")
+    report, examples = ingest(path, tmp_path / "lenient", quarantine=True)
+    assert (report["rows_in"], report["examples_out"], report["rows_quarantined"]) == (242, 240, 2)
+    quarantined = sorted((row["id"], row["reason"])
+                         for row in map(json.loads, (examples / gen.QUARANTINE_DIR / "rows.jsonl").open()))
+    assert quarantined == [("aclImdb_v1.tar.gz:aclImdb/test/neg/12_x.txt", "file name is not <id>_<rating>.txt"),
+                           ("aclImdb_v1.tar.gz:aclImdb/train/pos/notes.txt", "file name is not <id>_<rating>.txt")]
