@@ -12,7 +12,14 @@ model), and never deletes a version. This one:
 * picks a version number greater than every version already there (Unix time,
   bumped if needed), so the newest push is always the highest version;
 * keeps the newest `versions_to_keep` versions (custom_config) and removes the
-  rest, each by first renaming it out of the numeric namespace.
+  rest, each by first renaming it out of the numeric namespace;
+* does not push a model whose files are identical to the newest served
+  version (an unchanged re-run is re-evaluated against the new baseline and
+  blessed again; pushing it would only evict a genuinely different model
+  from the rollback window);
+* holds an exclusive lock on `<base>/.push.lock` while it pushes, so two
+  pushes never pick the same version number, and any `.tmp-*` / `.old-*` left
+  by a push that was killed (its lock died with it) is removed.
 
 It keeps the standard Pusher's spec (`model`, `model_blessing`, `infra_blessing`,
 `push_destination`, `custom_config`) and output (`PushedModel` with `pushed`,
@@ -22,12 +29,15 @@ no change.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
 import time
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 from absl import logging
 from tfx import types
@@ -44,6 +54,9 @@ DEFAULT_VERSIONS_TO_KEEP = 3
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".old-"
 PUSH_RECORD = "push.json"
+LOCK_FILE = ".push.lock"
+# On the PushedModel when the model was not pushed because the newest version already is it.
+ALREADY_SERVED_KEY = "already_served_version"
 
 
 def list_versions(base_directory: str) -> list[int]:
@@ -59,9 +72,56 @@ def next_version(base_directory: str, now: float | None = None) -> int:
     return max([int(now if now is not None else time.time())] + [v + 1 for v in existing])
 
 
+@contextlib.contextmanager
+def push_lock(base_directory: str) -> Iterator[None]:
+    """Exclusive for one push at a time per serving directory (released if the process dies)."""
+    os.makedirs(base_directory, exist_ok=True)
+    with open(os.path.join(base_directory, LOCK_FILE), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def remove_stale_staging(base_directory: str) -> list[str]:
+    """Removes `.tmp-*` / `.old-*` entries. Call with the push lock held: their pushes are dead."""
+    stale = sorted(name for name in os.listdir(base_directory) if name.startswith((TMP_PREFIX, TRASH_PREFIX)))
+    for name in stale:
+        shutil.rmtree(os.path.join(base_directory, name), ignore_errors=True)
+    return stale
+
+
+def tree_digest(path: str) -> str:
+    """sha256 over every file's relative path and bytes: equal digests, the same SavedModel."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            digest.update(os.path.relpath(full, path).encode() + b"\0")
+            with open(full, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def served_copy_of(model_path: str, base_directory: str) -> int | None:
+    """The newest version, if it holds exactly the files of `model_path`."""
+    versions = list_versions(base_directory)
+    if versions and tree_digest(model_path) == tree_digest(os.path.join(base_directory, str(versions[-1]))):
+        return versions[-1]
+    return None
+
+
 def push_atomically(model_path: str, base_directory: str, version: int | None = None) -> tuple[int, str]:
     """Copies the SavedModel at `model_path` to `<base>/<version>`; returns (version, path)."""
-    os.makedirs(base_directory, exist_ok=True)
+    with push_lock(base_directory):
+        return _push_locked(model_path, base_directory, version)
+
+
+def _push_locked(model_path: str, base_directory: str, version: int | None) -> tuple[int, str]:
     version = version if version is not None else next_version(base_directory)
     final = os.path.join(base_directory, str(version))
     if os.path.exists(final):
@@ -78,6 +138,11 @@ def push_atomically(model_path: str, base_directory: str, version: int | None = 
 
 def prune_versions(base_directory: str, keep: int) -> list[int]:
     """Removes all but the newest `keep` versions; returns the removed versions."""
+    with push_lock(base_directory):
+        return _prune_locked(base_directory, keep)
+
+
+def _prune_locked(base_directory: str, keep: int) -> list[int]:
     keep = max(1, int(keep))
     versions = list_versions(base_directory)
     removed = versions[:-keep] if len(versions) > keep else []
@@ -123,8 +188,19 @@ class Executor(pusher_executor.Executor):
         custom = json.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
         keep = int(custom.get(VERSIONS_TO_KEEP_KEY, DEFAULT_VERSIONS_TO_KEEP))
 
-        version, serving_path = push_atomically(model_path, base)
-        removed = prune_versions(base, keep)
+        with push_lock(base):
+            stale = remove_stale_staging(base)
+            if stale:
+                logging.warning("Pusher: removed %s left by a push that did not finish", stale)
+            served = served_copy_of(model_path, base)
+            if served is not None:
+                logging.info("Pusher: this model is already the newest served version (%d); not pushing", served)
+                self._MarkNotPushed(model_push)
+                model_push.set_int_custom_property(ALREADY_SERVED_KEY, served)
+                _write_record(model_push.uri, {"pushed": False, ALREADY_SERVED_KEY: served})
+                return
+            version, serving_path = _push_locked(model_path, base, None)
+            removed = _prune_locked(base, keep)
         logging.info("Pusher: pushed version %d to %s; removed old versions %s", version, serving_path, removed)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=str(version))
         _write_record(model_push.uri, {"pushed": True, "version": version, "destination": serving_path,

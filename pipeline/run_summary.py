@@ -38,6 +38,8 @@ class RunSummary:
     blessed: bool | None = None
     pushed: bool = False
     pushed_path: str | None = None
+    # Not pushed because the newest served version is this very model.
+    already_served_version: int | None = None
     evaluation_uri: str | None = None
     model_uri: str | None = None
     anomalies_uri: str | None = None
@@ -61,7 +63,12 @@ class RunSummary:
         if self.metrics:
             lines.append("  test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(self.metrics.items())))
         lines.append(f"  blessed: {self.blessed}")
-        lines.append(f"  pushed:  {self.pushed_path if self.pushed else 'no'}")
+        if self.pushed:
+            lines.append(f"  pushed:  {self.pushed_path}")
+        elif self.already_served_version is not None:
+            lines.append(f"  pushed:  no: the same model is already served as version {self.already_served_version}")
+        else:
+            lines.append("  pushed:  no")
         if self.report_path:
             lines.append(f"  report:  {self.report_path}")
         return "\n".join(lines)
@@ -162,6 +169,8 @@ def summarize_run(metadata_path: Path, pipeline_name: str, run_id: str | None = 
             elif kind == "PushedModel":
                 summary.pushed = _custom_int(artifact, "pushed") == 1
                 summary.pushed_path = _custom_str(artifact, "pushed_destination") if summary.pushed else None
+                if "already_served_version" in artifact.custom_properties:
+                    summary.already_served_version = _custom_int(artifact, "already_served_version")
             elif kind == "Examples" and component.startswith("ExampleGen"):
                 summary.ingestion = {
                     key: value.int_value for key, value in artifact.custom_properties.items()

@@ -44,7 +44,7 @@ def _push(tmp_path, model, model_blessed, infra_blessed, keep=3, name="pushed"):
 def test_pushes_nothing_unless_both_blessings_say_yes(tmp_path, candidate, model_blessed, infra_blessed):
     pushed = _push(tmp_path, candidate, model_blessed, infra_blessed)
     assert pushed.get_int_custom_property("pushed") == 0
-    assert not (tmp_path / "serving").exists() or not os.listdir(tmp_path / "serving")
+    assert not versioned_pusher.list_versions(str(tmp_path / "serving"))
     assert json.loads((tmp_path / "pushed" / versioned_pusher.PUSH_RECORD).read_text()) == {"pushed": False}
 
 
@@ -54,19 +54,28 @@ def test_pushes_a_complete_copy_with_both_blessings(tmp_path, candidate):
     version = pushed.get_string_custom_property("pushed_version")
     destination = pushed.get_string_custom_property("pushed_destination")
     assert destination == str(tmp_path / "serving" / version)
-    assert os.listdir(tmp_path / "serving") == [version]  # no temporary directory left
+    # No temporary directory left; the lock file stays.
+    assert sorted(os.listdir(tmp_path / "serving")) == sorted([version, versioned_pusher.LOCK_FILE])
     source = tmp_path / "model" / "Format-Serving" / "variables" / "variables.data-00000-of-00001"
     copied = tmp_path / "serving" / version / "variables" / "variables.data-00000-of-00001"
     assert copied.read_bytes() == source.read_bytes()
 
 
+def _retrain(model, seed: int) -> None:
+    """Gives the candidate's SavedModel other weights, as a new training run would."""
+    variables = os.path.join(model.uri, "Format-Serving", "variables", "variables.data-00000-of-00001")
+    with open(variables, "r+b") as f:
+        f.write(seed.to_bytes(8, "big"))
+
+
 def test_versions_increase_and_only_the_newest_n_are_kept(tmp_path, candidate):
     versions = []
     for i in range(4):
+        _retrain(candidate, i)
         pushed = _push(tmp_path, candidate, True, True, keep=2, name=f"pushed{i}")
         versions.append(int(pushed.get_string_custom_property("pushed_version")))
     assert versions == sorted(set(versions))  # strictly increasing, even within one second
-    assert sorted(int(v) for v in os.listdir(tmp_path / "serving")) == versions[-2:]
+    assert versioned_pusher.list_versions(str(tmp_path / "serving")) == versions[-2:]
 
 
 def test_a_reader_never_sees_a_half_written_version(tmp_path, candidate):
@@ -108,4 +117,65 @@ def test_a_failed_copy_leaves_no_version_and_no_temporary_directory(tmp_path):
     base = tmp_path / "serving"
     with pytest.raises(FileNotFoundError):
         versioned_pusher.push_atomically(str(tmp_path / "does-not-exist"), str(base))
-    assert os.listdir(base) == []
+    assert os.listdir(base) == [versioned_pusher.LOCK_FILE]
+
+
+def test_the_same_model_is_not_pushed_again_and_the_rollback_window_is_kept(tmp_path, candidate):
+    first = _push(tmp_path, candidate, True, True, keep=2, name="first")
+    served = first.get_string_custom_property("pushed_version")
+    _retrain(candidate, 7)
+    second = _push(tmp_path, candidate, True, True, keep=2, name="second")
+    newest = second.get_string_custom_property("pushed_version")
+    # Three unchanged re-runs blessed again: nothing new is pushed, the older version stays.
+    for i in range(3):
+        again = _push(tmp_path, candidate, True, True, keep=2, name=f"again{i}")
+        assert again.get_int_custom_property("pushed") == 0
+        assert again.get_int_custom_property(versioned_pusher.ALREADY_SERVED_KEY) == int(newest)
+        record = json.loads((tmp_path / f"again{i}" / versioned_pusher.PUSH_RECORD).read_text())
+        assert record == {"pushed": False, versioned_pusher.ALREADY_SERVED_KEY: int(newest)}
+    assert sorted(versioned_pusher.list_versions(str(tmp_path / "serving"))) == sorted([int(served), int(newest)])
+
+
+def test_leftovers_of_a_killed_push_are_removed_by_the_next_push(tmp_path, candidate):
+    base = tmp_path / "serving"
+    for leftover in (".tmp-1700000000-deadbeef", ".old-1600000000-deadbeef"):
+        (base / leftover / "variables").mkdir(parents=True)
+        (base / leftover / "saved_model.pb").write_bytes(b"half")
+    pushed = _push(tmp_path, candidate, True, True)
+    version = pushed.get_string_custom_property("pushed_version")
+    assert sorted(os.listdir(base)) == sorted([versioned_pusher.LOCK_FILE, version])
+
+
+def test_pushes_at_the_same_moment_get_distinct_versions(tmp_path, candidate, monkeypatch):
+    # Every push starts in the same second, and each copy takes a while: all of
+    # them would choose their version before any of them renames it into place.
+    monkeypatch.setattr(versioned_pusher.time, "time", lambda: 1_800_000_000.0)
+    copytree = versioned_pusher.shutil.copytree
+
+    def slow_copytree(*args, **kwargs):
+        result = copytree(*args, **kwargs)
+        time.sleep(0.2)
+        return result
+
+    monkeypatch.setattr(versioned_pusher.shutil, "copytree", slow_copytree)
+    source = candidate.uri + "/Format-Serving"
+    base = str(tmp_path / "serving")
+    start = threading.Barrier(4)
+    results, errors = [], []
+
+    def push():
+        start.wait()
+        try:
+            results.append(versioned_pusher.push_atomically(source, base))
+        except Exception as error:  # noqa: BLE001 - the test reports any
+            errors.append(error)
+
+    threads = [threading.Thread(target=push) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    versions = [version for version, _ in results]
+    assert len(set(versions)) == 4
+    assert versioned_pusher.list_versions(base) == sorted(versions)
