@@ -27,13 +27,28 @@ Errors are always JSON `{"error": "..."}`, and the server keeps serving:
   503  no version loaded yet;
   500  anything unforeseen: "internal error (...)", with the traceback in the log.
 
-The server watches the serving directory: a version the Pusher renames into
-place is loaded in the background and becomes the default once loaded; a
-version removed from disk is unloaded. It binds 127.0.0.1 unless told otherwise.
+Model lifecycle (ModelRepository.refresh, every poll_seconds in a background
+thread, and once before the server starts listening): the serving directory
+holds numbered versions (1-19 ASCII digits). A version the Pusher renames into
+place is loaded, then warmed up (warm_up), and only then becomes visible to
+requests, as the default if it is the highest. Warming up runs the signature on
+an empty text, on one text for every padded width the export can produce (from
+the width of a 1-token text, i.e. the training length_multiple, to max_len), on
+a batch of 8 mixed texts, and replays the predict requests of TF Serving's
+warm-up file `assets.extra/tf_serving_warmup_requests` when the
+tensorflow_serving protos are installed: without it the first requests pay for
+graph optimization and each new shape (seconds, against milliseconds after).
+A version whose load or warm-up fails is reported as END by the status endpoint
+and retried only when its files change (path, size or mtime_ns of any file).
+New versions are loaded before the versions gone from disk are unloaded, and a
+version gone from disk is unloaded only if another one stays loaded; while the
+directory is missing or holds no version, the loaded versions keep serving (a
+warning is logged). The server binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -50,50 +65,260 @@ from werkzeug.exceptions import HTTPException  # noqa: E402
 
 log = logging.getLogger("sentiment.serve")
 
+SERVABLE_SIGNATURES = ("serving_default",)  # the only signature of the export that takes raw text
+
 # Bodies up to this size reach the app, which answers JSON 413 over max_body_bytes;
 # waitress itself answers (text/plain 413) only above it. waitress's own default, 1 GiB:
 # it spools large bodies to a temporary file, not to memory.
 WAITRESS_BODY_CAP = 1 << 30
 
 
-class ModelRepository:
-    """The loaded versions of one model, kept in step with its serving directory."""
+_VERSION = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also takes "²" and "١٠٠"
+# TF Serving's warm-up file inside a version directory: a TFRecord of PredictionLog.
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+WARMUP_MAX_RECORDS = 1000  # TF Serving's own limit
 
-    def __init__(self, base_dir: Path, poll_seconds: float = 2.0, loader=None):
+
+def versions_on_disk(base_dir: Path) -> list[int]:
+    """The version directories under base_dir (names of 1-19 ASCII digits), oldest first.
+
+    An absent base directory has none; other OS errors propagate (the watcher logs them).
+    """
+    try:
+        names = os.listdir(base_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(int(n) for n in names if _VERSION.fullmatch(n) and os.path.isdir(os.path.join(base_dir, n)))
+
+
+def fingerprint(directory: Path) -> str:
+    """Cheap identity of a directory's contents: every file's relative path, size and mtime_ns."""
+    entries = []
+    for root, dirs, files in os.walk(directory):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            relative = os.path.relpath(full, directory)
+            try:
+                stat = os.stat(full)
+            except OSError as error:  # vanished or unreadable: part of the state too
+                entries.append((relative, "error", error.errno))
+                continue
+            entries.append((relative, stat.st_size, stat.st_mtime_ns))
+    return hashlib.sha256(repr(entries).encode()).hexdigest()
+
+
+def _run(signature, texts: list) -> Any:
+    import tensorflow as tf
+
+    return signature(text=tf.constant(texts, dtype=tf.string))
+
+
+def _length_and_width(outputs: Any) -> tuple[int, int] | None:
+    """(tokens of the first text, padded width) from the signature's outputs, if it has them."""
+    try:
+        import numpy as np
+
+        length = int(np.asarray(outputs["length"]).reshape(-1)[0])
+        shape = tuple(outputs["attention"].shape)
+        return (length, int(shape[1])) if len(shape) == 2 else None
+    except Exception:  # a signature with other outputs: no shape exploration
+        return None
+
+
+def replay_warmup_file(signature, version_dir: Path) -> int:
+    """Runs the predict requests of TF Serving's warm-up file, if any; returns how many.
+
+    Only PredictLog records for serving_default (or no signature name) with one
+    string input are replayed; others (classify, regress, other signatures) are
+    skipped. Without the tensorflow_serving protos the file is ignored. A file
+    that cannot be read fails the warm-up, as in TF Serving.
+    """
+    path = Path(version_dir) / WARMUP_FILE
+    if not path.is_file():
+        return 0
+    try:
+        from tensorflow_serving.apis import prediction_log_pb2
+    except ImportError:
+        log.info("%s: tensorflow_serving protos not installed; warm-up file ignored", path)
+        return 0
+    import tensorflow as tf
+
+    replayed = skipped = 0
+    for i, record in enumerate(tf.data.TFRecordDataset(str(path))):
+        if i >= WARMUP_MAX_RECORDS:
+            log.warning("%s: only the first %d records replayed", path, WARMUP_MAX_RECORDS)
+            break
+        entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        request = entry.predict_log.request
+        inputs = dict(request.inputs)
+        tensor = inputs.get("text", next(iter(inputs.values())) if len(inputs) == 1 else None)
+        if (entry.WhichOneof("log_type") != "predict_log" or tensor is None or tensor.dtype != tf.string
+                or request.model_spec.signature_name not in ("", *SERVABLE_SIGNATURES)):
+            skipped += 1
+            continue
+        _run(signature, tf.make_ndarray(tensor).reshape(-1).tolist())
+        replayed += 1
+    if skipped:
+        log.info("%s: %d record(s) this server cannot serve skipped", path, skipped)
+    return replayed
+
+
+def warm_up(signature, version_dir: Path | None = None, max_calls: int = 400,
+            budget_seconds: float = 120.0) -> int:
+    """Runs `signature` on the shapes requests will give it; returns the number of calls.
+
+    The first call of a loaded SavedModel is slow (graph optimization, ~1.5 s for a
+    tiny model; seconds for the real one), and each new padded width sets up its
+    kernels anew: the export trims a batch to its longest text, rounded up to the
+    training length_multiple, at most max_len (models/trainer.trim_to_longest).
+    So: an empty text, one text for every padded width from 1 token to max_len
+    (the width of a 1-token text is the multiple; a very long text gives max_len),
+    a batch of 8 texts of mixed lengths, and TF Serving's warm-up file if present.
+    Exceptions propagate: the caller counts a failed warm-up as a failed load.
+    """
+    calls = replay_warmup_file(signature, version_dir) if version_dir is not None else 0
+    deadline = time.monotonic() + budget_seconds
+
+    def run(texts):
+        nonlocal calls
+        calls += 1
+        return _length_and_width(_run(signature, texts))
+
+    run([""])
+    # Word-level models count "aaaa" as 1 token, character-level ones as 4.
+    probe = run(["aaaa"])
+    unit = "a" if probe is not None and probe[0] == 4 else "a "
+
+    def text(tokens: int) -> str:
+        return (unit * tokens).strip()
+
+    one, longest = run([text(1)]), run([text(8192)])
+    if one is None or longest is None:  # outputs without length/attention: a few lengths, blind
+        for tokens in (8, 64, 512):
+            run([text(tokens)])
+        run([text(n) for n in (1, 2, 4, 8, 16, 32, 64, 128)])
+        return calls
+    multiple, max_len = one[1], longest[1]
+    seen = {one[1], longest[1]}
+    for width in range(multiple, max_len + multiple, multiple):
+        width = min(width, max_len)
+        if width in seen:
+            continue
+        if calls >= max_calls or time.monotonic() > deadline:
+            log.warning("warm-up stopped after %d calls (%d of %d widths): over its budget", calls,
+                        len(seen), -(-max_len // multiple))
+            break
+        got = run([text(width)])
+        seen.add(got[1] if got else width)
+    spread = sorted({max(1, round(max_len * k / 7)) for k in range(8)})
+    run([text(n) for n in spread] + ["naïve, Émile: 😀 <br /> a"] * (8 - len(spread)))
+    return calls
+
+
+class WarmUpError(Exception):
+    """The signature loaded but failed on the warm-up texts: a failed load."""
+
+
+class ModelRepository:
+    """The loaded versions of one model, kept in step with its serving directory.
+
+    refresh() (every poll_seconds in the watcher thread, once at start-up):
+    - loads the versions new on disk, newest first, and warms each up (warm_up)
+      before it becomes visible to requests; a failed load or warm-up is
+      reported by status() and retried only once the version's files change
+      (fingerprint: every file's path, size and mtime_ns);
+    - only then unloads the versions gone from disk, so that a Pusher keeping
+      one version never leaves the server without one; and never the last one:
+      a version gone from disk stays loaded until another one is loaded;
+    - keeps everything loaded, with a warning, while the base directory is
+      missing or holds no version at all.
+    """
+
+    def __init__(self, base_dir: Path, poll_seconds: float = 2.0, loader=None, warm_up_fn=None):
         from pipeline import predict
 
         self.base_dir = Path(base_dir)
         self.poll_seconds = poll_seconds
         self._loader = loader or predict.load_signature
-        self._lock = threading.Lock()
+        self._warm_up = warm_up_fn or warm_up
+        self._lock = threading.Lock()  # guards _loaded and _failed, held briefly
+        self._refresh_lock = threading.Lock()  # one refresh at a time (watcher, start-up, tests)
         self._loaded: dict[int, Any] = {}
         self._failed: dict[int, str] = {}
+        self._failed_fingerprints: dict[int, str] = {}
+        self._warned: set[Any] = set()  # warnings already logged, to log each once per episode
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def refresh(self) -> None:
-        """Loads versions that appeared, unloads versions that went away."""
-        from pipeline import predict
+    def _warn_once(self, key: Any, message: str, *args) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
 
-        on_disk = set(predict.list_versions(self.base_dir))
+    def _load(self, version: int):
+        path = self.base_dir / str(version)
+        signature = self._loader(path)
+        start = time.monotonic()
+        try:
+            calls = self._warm_up(signature, path)
+        except Exception as error:
+            raise WarmUpError(f"warm-up failed: {type(error).__name__}: {error}") from error
+        log.info("version %d warmed up: %s calls in %.1f s", version, calls, time.monotonic() - start)
+        return signature
+
+    def refresh(self) -> None:
+        """Loads (and warms up) versions that appeared, then unloads versions that went away."""
+        with self._refresh_lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        on_disk = set(versions_on_disk(self.base_dir))
         with self._lock:
-            gone = set(self._loaded) - on_disk
-            for version in gone:
-                del self._loaded[version]
-            new = sorted(on_disk - set(self._loaded) - set(self._failed), reverse=True)
-        for version in gone:
-            log.info("version %d removed from disk: unloaded", version)
-        for version in new:
+            loaded = set(self._loaded)
+        if not on_disk:
+            if loaded:
+                self._warn_once("empty", "no version on disk under %s (missing or empty): keeping version(s) "
+                                "%s loaded", self.base_dir, sorted(loaded))
+            return
+        self._warned.discard("empty")
+        with self._lock:
+            for version in set(self._failed) - on_disk:
+                del self._failed[version]
+                self._failed_fingerprints.pop(version, None)
+        for version in sorted(on_disk - loaded, reverse=True):
+            current = fingerprint(self.base_dir / str(version))
+            with self._lock:
+                failed_before = version in self._failed
+                if failed_before and self._failed_fingerprints.get(version) == current:
+                    continue
+            if failed_before:
+                log.info("version %d changed on disk since it failed to load: retrying", version)
             try:
-                signature = self._loader(self.base_dir / str(version))
+                signature = self._load(version)
             except Exception as error:  # a broken version must not take the server down
                 log.error("version %d failed to load: %s", version, error)
                 with self._lock:
-                    self._failed[version] = f"{type(error).__name__}: {error}"
+                    self._failed[version] = (str(error) if isinstance(error, WarmUpError)
+                                             else f"{type(error).__name__}: {error}")
+                    self._failed_fingerprints[version] = current
                 continue
             with self._lock:
                 self._loaded[version] = signature
+                self._failed.pop(version, None)
+                self._failed_fingerprints.pop(version, None)
             log.info("version %d loaded", version)
+        with self._lock:
+            gone = set(self._loaded) - on_disk
+            if gone and gone == set(self._loaded):
+                kept = max(gone)
+                gone.discard(kept)
+                self._warn_once(("kept", kept), "version %d is gone from disk but stays loaded: no other "
+                                "version is loaded", kept)
+            for version in gone:
+                del self._loaded[version]
+        for version in gone:
+            log.info("version %d removed from disk: unloaded", version)
 
     def start(self) -> None:
         def loop():
@@ -136,8 +361,6 @@ class BadRequest(Exception):
         self.status = status
 
 
-SERVABLE_SIGNATURES = ("serving_default",)
-_VERSION = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also takes "²" and "١٠٠"
 
 
 def _short(value: str, limit: int = 40) -> str:

@@ -1,6 +1,7 @@
 """The REST server: TF Serving's predict/status API, hot-loading of new versions, and clear 4xx errors."""
 
 import json
+import os
 import shutil
 import time
 
@@ -141,9 +142,11 @@ class FakeSignature:
     """Answers like the exported serving signature (one token per word, at most 12);
     records every call's texts; raises for texts containing `fail_on`."""
 
-    def __init__(self, probability=0.75, fail_on=None, on_call=None):
+    def __init__(self, probability=0.75, fail_on=None, on_call=None, max_len=12, multiple=1):
         self.probability, self.fail_on, self.on_call = probability, fail_on, on_call
+        self.max_len, self.multiple = max_len, multiple
         self.calls = []
+        self.widths = []
 
     def __call__(self, text):
         import tensorflow as tf
@@ -154,8 +157,10 @@ class FakeSignature:
             self.on_call(texts)
         if self.fail_on is not None and any(self.fail_on in t for t in texts):
             raise RuntimeError(f"the fake model fails on {self.fail_on!r}")
-        lengths = [min(len(t.split()), 12) for t in texts]
-        width = max(lengths + [1])
+        # Like the export: at most max_len tokens, padded to the longest rounded up to `multiple`.
+        lengths = [min(len(t.split()), self.max_len) for t in texts]
+        width = min(-(-max(lengths + [1]) // self.multiple) * self.multiple, self.max_len)
+        self.widths.append(width)
         n = len(texts)
         return {"probability": tf.fill([n], self.probability), "label": tf.ones([n], tf.int64),
                 "attention": tf.zeros([n, width]), "trajectory": tf.zeros([n, width]),
@@ -338,3 +343,224 @@ def test_an_unexpected_error_is_a_json_500_and_logged(tmp_path, caplog):
     records = [r for r in caplog.records if r.name == "sentiment.serve" and r.exc_info]
     assert records and "the fake model fails on 'explode'" in str(records[0].exc_info[1])  # ...but in the log
     assert _predict(client, {"instances": ["still fine"]}).status_code == 200
+
+
+# --- 7: the model lifecycle (ModelRepository.refresh).
+
+
+def _write(path, data: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _available(version):
+    return {"version": str(version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+
+
+def test_a_failed_version_is_retried_when_its_files_change_and_only_then(tmp_path):
+    base = tmp_path / NAME
+    model = base / "1" / "saved_model.pb"
+    _write(model, b"half")
+    loads = []
+
+    def loader(path):
+        loads.append(path.name)
+        if (path / "saved_model.pb").read_bytes() != b"complete":
+            raise ValueError("truncated SavedModel")
+        return FakeSignature()
+
+    repository = serve.ModelRepository(base, loader=loader)
+    repository.refresh()
+    repository.refresh()
+    assert loads == ["1"]  # unchanged: not retried
+    assert repository.status() == [{"version": "1", "state": "END", "status": {
+        "error_code": "UNKNOWN", "error_message": "ValueError: truncated SavedModel"}}]
+    # Same size, new mtime: retried (and fails again).
+    _write(model, b"HALF")
+    stat = model.stat()
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10_000_000))
+    repository.refresh()
+    assert loads == ["1", "1"]
+    repository.refresh()
+    assert loads == ["1", "1"]
+    # The copy completes: loaded, and the failure forgotten.
+    _write(model, b"complete")
+    _write(base / "1" / "variables" / "variables.index", b"x")
+    repository.refresh()
+    assert loads == ["1", "1", "1"]
+    assert repository.versions() == [1]
+    assert repository.status() == [_available(1)]
+    repository.refresh()
+    assert loads == ["1", "1", "1"]
+
+
+def test_a_new_version_is_loaded_before_the_old_one_is_unloaded(tmp_path):
+    base = tmp_path / NAME
+    (base / "1").mkdir(parents=True)
+    seen = []
+
+    def loader(path):
+        # What a client would get while this version loads.
+        seen.append((path.name, repository.versions(), repository.get(None)[0]))
+        return FakeSignature()
+
+    repository = serve.ModelRepository(base, loader=loader)
+    repository.refresh()
+    # versions_to_keep=1: the Pusher renames 2 into place and prunes 1 before the server looks.
+    shutil.rmtree(base / "1")
+    (base / "2").mkdir()
+    repository.refresh()
+    assert seen == [("1", [], None), ("2", [1], 1)]
+    assert repository.versions() == [2]
+    assert repository.status() == [_available(2)]
+
+
+def test_a_missing_or_empty_base_directory_keeps_what_is_loaded(tmp_path, caplog):
+    base = tmp_path / NAME
+    (base / "1").mkdir(parents=True)
+    repository = serve.ModelRepository(base, loader=lambda path: FakeSignature())
+    repository.refresh()
+    shutil.rmtree(base)
+    with caplog.at_level("WARNING", logger="sentiment.serve"):
+        repository.refresh()
+        repository.refresh()
+    assert repository.versions() == [1] and repository.get(None)[0] == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings  # once, not at every poll
+    assert "no version on disk" in warnings[0] and "keeping version(s) [1]" in warnings[0]
+    base.mkdir()
+    (base / ".tmp-2-abcd").mkdir()  # a copy in progress is not a version
+    repository.refresh()
+    assert repository.versions() == [1]
+    (base / "2").mkdir()
+    repository.refresh()
+    assert repository.versions() == [2]
+
+
+def test_the_last_loaded_version_stays_while_its_replacement_fails_to_load(tmp_path, caplog):
+    base = tmp_path / NAME
+    (base / "1").mkdir(parents=True)
+
+    def loader(path):
+        if (path / "broken").exists():
+            raise ValueError("broken")
+        return FakeSignature()
+
+    repository = serve.ModelRepository(base, loader=loader)
+    repository.refresh()
+    shutil.rmtree(base / "1")
+    _write(base / "2" / "broken", b"")
+    with caplog.at_level("WARNING", logger="sentiment.serve"):
+        repository.refresh()
+    assert repository.versions() == [1] and repository.get(None)[0] == 1
+    assert [r["version"] for r in repository.status()] == ["1", "2"]
+    assert any("version 1 is gone from disk but stays loaded" in r.getMessage() for r in caplog.records)
+    (base / "2" / "broken").unlink()
+    repository.refresh()
+    assert repository.versions() == [2]
+    assert repository.status() == [_available(2)]
+
+
+def test_a_version_is_warmed_up_before_it_is_visible(tmp_path):
+    base = tmp_path / NAME
+    (base / "1").mkdir(parents=True)
+    during = []
+    signature = FakeSignature(on_call=lambda texts: during.append((repository.versions(), repository.get(None))))
+    repository = serve.ModelRepository(base, loader=lambda path: signature)
+    repository.refresh()
+    assert during, "the signature was never run before the version became visible"
+    assert all(state == ([], (None, None)) for state in during), during[:3]
+    assert repository.get(None) == (1, signature)
+    # Every padded width (1..12 tokens here) and a batch of several texts.
+    assert set(signature.widths) == set(range(1, 13))
+    assert max(len(texts) for texts in signature.calls) >= 8
+    assert "" in {t for texts in signature.calls for t in texts}
+
+
+def test_warm_up_covers_the_padded_widths_with_few_calls():
+    signature = FakeSignature(max_len=320, multiple=16)
+    calls = serve.warm_up(signature)
+    assert set(signature.widths) == set(range(16, 321, 16))
+    assert calls == len(signature.calls) <= 30
+
+
+def test_a_failing_warm_up_is_a_failed_load(tmp_path):
+    base = tmp_path / NAME
+    (base / "1").mkdir(parents=True)
+    repository = serve.ModelRepository(base, loader=lambda path: FakeSignature(fail_on=""))
+    repository.refresh()
+    assert repository.versions() == [] and repository.get(None) == (None, None)
+    (row,) = repository.status()
+    assert row["version"] == "1" and row["state"] == "END"
+    assert row["status"]["error_message"] == "warm-up failed: RuntimeError: the fake model fails on ''"
+
+
+def _warmup_file(version_dir, logs):
+    import tensorflow as tf
+
+    path = version_dir / "assets.extra" / "tf_serving_warmup_requests"
+    path.parent.mkdir(parents=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for entry in logs:
+            writer.write(entry.SerializeToString())
+
+
+def test_the_tf_serving_warmup_file_is_replayed(tmp_path):
+    import tensorflow as tf
+    from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
+
+    base = tmp_path / NAME
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = NAME
+    request.inputs["text"].CopyFrom(tf.make_tensor_proto(["from the warm-up file", "and a second text"]))
+    other = predict_pb2.PredictRequest()
+    other.model_spec.signature_name = "serving_tf_examples"
+    other.inputs["examples"].CopyFrom(tf.make_tensor_proto([b"not served"]))
+    _warmup_file(base / "1", [
+        prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)),
+        prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=other)),
+        prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(
+            request=classification_pb2.ClassificationRequest())),
+    ])
+    signature = FakeSignature()
+    repository = serve.ModelRepository(base, loader=lambda path: signature)
+    repository.refresh()
+    assert repository.versions() == [1]
+    assert ["from the warm-up file", "and a second text"] in signature.calls
+    assert not any("not served" in t for texts in signature.calls for t in texts)
+
+
+def test_a_corrupt_tf_serving_warmup_file_is_a_failed_load(tmp_path):
+    base = tmp_path / NAME
+    _write(base / "1" / "assets.extra" / "tf_serving_warmup_requests", b"not a TFRecord at all")
+    repository = serve.ModelRepository(base, loader=lambda path: FakeSignature())
+    repository.refresh()
+    assert repository.versions() == []
+    (row,) = repository.status()
+    assert row["state"] == "END" and row["status"]["error_message"].startswith("warm-up failed: ")
+
+
+def test_the_real_model_is_warmed_up_on_every_padded_width(exported, tmp_path):
+    base = tmp_path / NAME
+    versioned_pusher.push_atomically(exported[0], str(base), version=1)
+    widths, batches = set(), []
+
+    class Recording:
+        def __init__(self, signature):
+            self.signature = signature
+
+        def __call__(self, text):
+            out = self.signature(text=text)
+            widths.add(int(out["attention"].shape[1]))
+            batches.append(int(text.shape[0]))
+            return out
+
+    repository = serve.ModelRepository(base, loader=lambda path: Recording(predict.load_signature(path)))
+    repository.refresh()
+    assert repository.versions() == [1]
+    assert widths == set(range(1, 13))  # the tiny export: max_len 12, no rounding of widths
+    assert max(batches) >= 8
+    before = len(batches)
+    app = serve.create_app(repository, NAME)
+    response = _predict(app.test_client(), {"instances": ["a gorgeous, witty film", ""]})
+    assert response.status_code == 200 and len(batches) == before + 1
