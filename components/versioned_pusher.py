@@ -34,6 +34,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -63,8 +64,9 @@ def list_versions(base_directory: str) -> list[int]:
     """Complete versions under the serving directory, oldest first (temporary dirs excluded)."""
     if not os.path.isdir(base_directory):
         return []
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
     return sorted(int(name) for name in os.listdir(base_directory)
-                  if name.isdigit() and os.path.isdir(os.path.join(base_directory, name)))
+                  if re.fullmatch(r"[0-9]{1,19}", name) and os.path.isdir(os.path.join(base_directory, name)))
 
 
 def next_version(base_directory: str, now: float | None = None) -> int:

@@ -179,3 +179,9 @@ def test_pushes_at_the_same_moment_get_distinct_versions(tmp_path, candidate, mo
     versions = [version for version, _ in results]
     assert len(set(versions)) == 4
     assert versioned_pusher.list_versions(base) == sorted(versions)
+
+
+def test_only_ascii_numbered_directories_are_versions(tmp_path):
+    for name in ("12", "²", "١٠", "7a", ".tmp-13-ab"):
+        (tmp_path / name).mkdir()
+    assert versioned_pusher.list_versions(str(tmp_path)) == [12]
