@@ -7,6 +7,7 @@ batch_size x max_len.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -21,6 +22,8 @@ from models import calibration, embeddings, features, naive_bayes  # noqa: E402
 from models import model as model_lib  # noqa: E402
 
 HISTORY_FILE = "history.json"
+# Under <pipeline root>/Trainer: per-epoch checkpoints of unfinished trainings.
+CHECKPOINTS_DIR = "checkpoints"
 # Validation metrics early stopping can watch, and whether lower or higher is better.
 MONITORS = {"val_loss": "min", "val_auc": "max", "val_accuracy": "max"}
 
@@ -293,7 +296,16 @@ def train(
     tf_transform_output: tft.TFTransformOutput,
     hyperparameters: dict[str, Any],
     log_dir: str | None = None,
+    backup_dir: str | None = None,
 ) -> tuple[tf.keras.Model, dict[str, list[float]]]:
+    """Trains the configured model; returns it with its per-epoch history.
+
+    With `backup_dir`, the weights, optimizer and epoch are saved there after
+    every epoch (Keras' BackupAndRestore); a training killed midway resumes
+    from the last finished epoch when run again with the same directory, and
+    the directory is emptied once training ends. history["epochs_run"] lists
+    the epochs this call ran (it starts past 0 after a resume).
+    """
     training = hyperparameters["training"]
     ngram_order = int(training.get("naive_bayes_ngrams") or 0)
     if ngram_order and training.get("calibrate_logit"):
@@ -322,6 +334,9 @@ def train(
     train_model.summary(print_fn=logging.info)
 
     callbacks = training_callbacks(training)
+    if backup_dir:
+        # First, so the epoch is saved before anything else reacts to its end.
+        callbacks.insert(0, tf.keras.callbacks.BackupAndRestore(backup_dir))
     if log_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
     history = train_model.fit(
@@ -331,7 +346,11 @@ def train(
         callbacks=callbacks,
         verbose=2,
     )
+    epochs_run = [int(epoch) for epoch in history.epoch]
     history = {key: [float(v) for v in values] for key, values in history.history.items()}
+    history["epochs_run"] = epochs_run
+    if epochs_run and epochs_run[0] > 0:
+        logging.info("Resumed from the checkpoint of epoch %d in %s", epochs_run[0], backup_dir)
     if training.get("calibrate_logit"):
         history["logit_calibration"] = list(calibrate_logit(model, train_model, eval_dataset) or ())
     if ngram_order:
@@ -378,6 +397,17 @@ def stack_naive_bayes(model: tf.keras.Model, train_model: tf.keras.Model, train_
     return stacked, list(weights)
 
 
+def backup_dir_for(fn_args) -> str:
+    """Where a Trainer execution keeps its per-epoch checkpoints: the same for every
+    execution with the same inputs and hyperparameters, so a re-run after a kill
+    (a new execution, with new output directories) finds them."""
+    key = json.dumps({"train": sorted(fn_args.train_files), "eval": sorted(fn_args.eval_files),
+                      "transform": fn_args.transform_output, "config": fn_args.custom_config}, sort_keys=True)
+    # model_run_dir is <pipeline root>/Trainer/model_run/<execution id>.
+    component_dir = os.path.dirname(os.path.dirname(fn_args.model_run_dir.rstrip("/")))
+    return os.path.join(component_dir, CHECKPOINTS_DIR, hashlib.sha256(key.encode()).hexdigest()[:16])
+
+
 def run_fn(fn_args) -> None:
     """Entry point for the TFX Trainer component."""
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -388,6 +418,7 @@ def run_fn(fn_args) -> None:
         tf_transform_output,
         hyperparameters,
         log_dir=fn_args.model_run_dir,
+        backup_dir=backup_dir_for(fn_args),
     )
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as f:

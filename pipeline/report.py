@@ -188,7 +188,10 @@ def plot_training_curves(history: dict[str, list[float]], path: Path) -> bool:
         for key, label, style in ((metric, "train", "-o"), (f"val_{metric}", "validation", "--s")):
             values = history.get(key) or history.get(key.replace("binary_accuracy", "accuracy"))
             if values:
-                ax.plot(range(1, len(values) + 1), values, style, label=label)
+                # After a resume from a checkpoint the history starts past epoch 1.
+                epochs = [e + 1 for e in history.get("epochs_run") or []]
+                ax.plot(epochs if len(epochs) == len(values) else range(1, len(values) + 1), values, style,
+                        label=label)
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
