@@ -156,6 +156,37 @@ class SentimentExportModule(tf.Module):
         return {key: outputs[key] for key in (features.PROBABILITY, features.PREDICTED_LABEL)}
 
 
+# TF Serving replays this file before a version takes traffic (and so does `python -m pipeline serve`).
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+def warmup_texts(max_len: int, length_multiple: int = 1) -> list[list[str]]:
+    """One request per padded width the export can see (it trims a batch to its longest
+    text, rounded up to length_multiple), an empty text, and one batch of mixed lengths."""
+    step = max(1, length_multiple)
+    widths = sorted({min(width, max_len) for width in range(step, max_len + step, step)})
+    requests = [[""]] + [[" ".join(["a"] * width)] for width in widths]
+    requests.append([" ".join(["a"] * max(1, max_len * k // 7)) for k in range(8)])
+    return requests
+
+
+def write_warmup_requests(export_dir: str, max_len: int, length_multiple: int = 1) -> int:
+    """TF Serving's warm-up file (PredictionLog records of serving_default requests); returns the count."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    path = os.path.join(export_dir, WARMUP_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    requests = warmup_texts(max_len, length_multiple)
+    with tf.io.TFRecordWriter(path) as writer:
+        for texts in requests:
+            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+                signature_name=features.SERVING_SIGNATURE))
+            request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return len(requests)
+
+
 def export_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
                  length_multiple: int = 1) -> None:
     module = SentimentExportModule(model, tf_transform_output, length_multiple)
@@ -164,6 +195,8 @@ def export_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutp
         features.TF_EXAMPLE_SIGNATURE: module.serve_tf_examples,
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
+    max_len = tf_transform_output.transformed_feature_spec()[features.TOKEN_IDS].shape[0]
+    write_warmup_requests(export_dir, int(max_len), length_multiple)
 
 
 def pretrained_matrix(tf_transform_output: tft.TFTransformOutput, hyperparameters: dict[str, Any], seed: int):

@@ -1,5 +1,7 @@
 """The classifier: output shapes, masking, length batching and the exported signatures."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,6 +10,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from models import features, naive_bayes
 from models import model as model_lib
 from models import trainer
+from pipeline import predict
 from tests.conftest import TINY_LABELS, TINY_TEXTS
 
 VOCAB = 50
@@ -180,3 +183,24 @@ def test_weight_averaging_validates_and_keeps_the_average_while_training_continu
     assert not all(np.allclose(r, a) for r, a in zip(raw, average))  # the raw weights differ
     with pytest.raises(ValueError, match="weight_averaging must be in"):
         trainer.WeightAveraging(1.0)
+
+
+def test_the_export_carries_tf_servings_warmup_file_covering_every_padded_width(tiny_transform, tmp_path):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from pipeline import serve
+    from tests import serving_models
+
+    _, tft_output = tiny_transform  # max_len 12
+    export_dir = serving_models.export_tiny_model(tft_output, str(tmp_path / "m"))
+    path = os.path.join(export_dir, trainer.WARMUP_FILE)
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    requests = [r.predict_log.request for r in records]
+    assert {r.model_spec.signature_name for r in requests} == {features.SERVING_SIGNATURE}
+    texts = [[t.decode() for t in tf.make_ndarray(r.inputs["text"]).reshape(-1)] for r in requests]
+    # The empty text, every width 1..12 (length_multiple 1), then one mixed batch of 8.
+    assert texts[0] == [""]
+    assert [len(batch[0].split()) for batch in texts[1:-1]] == list(range(1, 13))
+    assert len(texts[-1]) == 8
+    # The server replays the whole file before the version takes traffic.
+    assert serve.replay_warmup_file(predict.load_signature(export_dir), export_dir) == len(records)
