@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: pipeline pipeline-imdb test test-unit venv lock clean
+.PHONY: pipeline pipeline-imdb test test-unit test-faults venv lock clean
 
 $(STAMP): requirements.lock setup.py scripts/setup_venv.sh
 	bash scripts/setup_venv.sh
@@ -25,6 +25,10 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e" tests
+
+# The fault suite alone (also part of `make test`): kills, full/read-only disk, corrupt cache, concurrent runs.
+test-faults: $(STAMP)
+	$(PY) -m pytest -q -m faults tests
 
 # Re-pin every package after changing dependencies in setup.py.
 lock: $(STAMP)

@@ -66,6 +66,8 @@ def make_parser() -> argparse.ArgumentParser:
                      "instead of failing the run")
     run.add_argument("--allow-anomaly", action="append", metavar="FEATURE[:ANOMALY_TYPE]",
                      help="accept a data anomaly on purpose, e.g. num_chars or num_chars:INT_TYPE_BIG_INT")
+    run.add_argument("--verbose", action="store_true", help="print the traceback of a failure too "
+                     "(it is always written to a log file under the pipeline root)")
     run.add_argument("--beam-profile", choices=sorted(runner_profiles.PROFILES),
                      help="where the Beam work runs (pipeline/runner_profiles.py); "
                      "default: configs.DEFAULT_BEAM_ARGS, i.e. " + runner_profiles.DEFAULT_PROFILE)
@@ -113,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline import local_runner  # heavy imports only once the arguments are valid
 
         try:
-            local_runner.run(config)
-        except local_runner.PipelineFailed as failure:
+            local_runner.run(config, verbose=args.verbose)
+        except (local_runner.PipelineFailed, local_runner.RunInProgress) as failure:
             print(f"\n{failure}", file=sys.stderr, flush=True)
             return 1
     return 0

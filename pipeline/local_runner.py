@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import os
+import tempfile
 import time
+import traceback
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from pathlib import Path  # noqa: E402
 
 from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
@@ -24,20 +31,135 @@ class PipelineFailed(RuntimeError):
     """The run stopped before pushing; the message says why."""
 
 
-def _data_error_in(error: BaseException) -> BaseException | None:
-    seen = set()
+class RunInProgress(RuntimeError):
+    """Another run of the same pipeline holds the output directory."""
+
+
+@contextlib.contextmanager
+def exclusive_run(config: configs.PipelineConfig):
+    """One run per pipeline and output directory at a time; a second one refuses at once.
+
+    Two runs on one pipeline root and metadata store would each read the
+    other's executions as their own (the summary, the baseline model). The
+    lock is an flock, so a run that is killed releases it with its process.
+    """
+    path = config.metadata_path.with_suffix(".lock")
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise RunInProgress(
+                f"another run of {config.pipeline_name} is using {config.output_dir} ({holder}); wait for it "
+                "to finish, or pass another --output-dir") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}, started {datetime.datetime.now().isoformat(timespec='seconds')}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def failed_component(config: configs.PipelineConfig) -> str | None:
+    """The component whose execution failed last in the metadata store, if any."""
+    try:
+        store = run_summary.open_store(config.metadata_path)
+        failed = [e for e in store.get_executions() if e.last_known_state == e.FAILED]
+        return run_summary.component_id(store, max(failed, key=lambda e: e.id)) if failed else None
+    except Exception:  # the store itself may be what broke
+        return None
+
+
+def write_traceback(config: configs.PipelineConfig, error: BaseException) -> str:
+    """The full traceback, in a file under the pipeline root (or the temp dir if that is unwritable)."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    for directory in (config.pipeline_root / "logs", Path(tempfile.gettempdir())):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / f"{config.pipeline_name}-failure-{stamp}.log"
+            path.write_text(text, encoding="utf-8")
+            return str(path)
+        except OSError:
+            continue
+    return "(could not be written)"
+
+
+def _first_line(error: BaseException) -> str:
+    message = str(error).strip().split(" [while running")[0]
+    return f"{type(error).__name__}: {message.splitlines()[0] if message else ''}".rstrip(": ")
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and every exception it was raised from or while handling, outermost first."""
+    chain, seen = [], set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, DATA_ERRORS):
-            return error
+        chain.append(error)
         seen.add(id(error))
         error = error.__cause__ or error.__context__
-    return None
+    return chain
 
 
-def run(config: configs.PipelineConfig) -> run_summary.RunSummary:
-    """Runs every component, then returns (and writes) the run summary."""
-    config.metadata_path.parent.mkdir(parents=True, exist_ok=True)
-    config.pipeline_root.mkdir(parents=True, exist_ok=True)
+def explain_failure(config: configs.PipelineConfig, error: BaseException) -> str:
+    """One paragraph for a failure that is not the data's: what, where, what to do, and the log."""
+    import errno
+
+    chain = _chain(error)
+
+    def first(test):
+        return next((e for e in chain if test(e)), None)
+
+    def os_error(numbers, text):
+        return first(lambda e: (isinstance(e, OSError) and e.errno in numbers) or text in str(e))
+
+    disk_full = os_error((errno.ENOSPC,), "No space left on device")
+    read_only = os_error((errno.EACCES, errno.EROFS, errno.EPERM), "Read-only file system")
+    corrupt = first(lambda e: type(e).__name__ == "DataLossError")
+    if disk_full:
+        advice = f"The disk holding {config.output_dir} is full: free space there, then run the same command again."
+    elif read_only:
+        advice = f"{config.output_dir} is not writable: pass a writable --output-dir or fix its permissions."
+    elif corrupt:
+        advice = ("A file of a cached artifact is truncated or corrupt: run again with --no-cache to "
+                  "recompute every component.")
+    else:
+        advice = "Fix the cause and run the same command again: finished components are reused from the cache."
+    what = _first_line(disk_full or read_only or corrupt or chain[-1])
+    where = failed_component(config)
+    place = f" in {where}" if where else ""
+    return (f"The run failed{place}: {what}\n{advice}\n"
+            "Nothing was pushed by this run; the served model is unchanged.")
+
+
+def _data_error_in(error: BaseException) -> BaseException | None:
+    return next((e for e in _chain(error) if isinstance(e, DATA_ERRORS)), None)
+
+
+def run(config: configs.PipelineConfig, verbose: bool = False) -> run_summary.RunSummary:
+    """Runs every component, then returns (and writes) the run summary.
+
+    Raises PipelineFailed with one paragraph (what, where, what to do) for
+    every failure; the traceback goes to a log file it names (and to stderr
+    with `verbose`).
+    """
+    try:
+        config.metadata_path.parent.mkdir(parents=True, exist_ok=True)
+        config.pipeline_root.mkdir(parents=True, exist_ok=True)
+        with exclusive_run(config):
+            return _run_locked(config)
+    except (PipelineFailed, RunInProgress):
+        raise
+    except Exception as error:
+        log = write_traceback(config, error)
+        if verbose:
+            traceback.print_exception(type(error), error, error.__traceback__)
+        raise PipelineFailed(f"{explain_failure(config, error)}\nTraceback: {log}") from error
+
+
+def _run_locked(config: configs.PipelineConfig) -> run_summary.RunSummary:
     metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(config.metadata_path))
     print(
         f"Running {config.pipeline_name} on {config.input_path}\n"

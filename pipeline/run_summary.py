@@ -101,7 +101,7 @@ def _executions_belong_to(store, run_context, pipeline_name: str) -> bool:
     return bool(run_executions & {e.id for e in store.get_executions_by_context(pipeline.id)})
 
 
-def _component_id(store, execution) -> str:
+def component_id(store, execution) -> str:
     for context in store.get_contexts_by_execution(execution.id):
         if context.type == "node" or store.get_context_types_by_id([context.type_id])[0].name == "node":
             return context.name.split(".", 1)[-1]
@@ -154,7 +154,7 @@ def summarize_run(metadata_path: Path, pipeline_name: str, run_id: str | None = 
     summary = RunSummary(pipeline_name=pipeline_name, run_id=run_id)
     executions = sorted(store.get_executions_by_context(run_context.id), key=lambda e: e.create_time_since_epoch)
     for execution in executions:
-        component = _component_id(store, execution)
+        component = component_id(store, execution)
         wall = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000.0
         state = _STATE_NAMES.get(execution.last_known_state, "UNKNOWN")
         summary.components.append(ComponentRun(component, state, wall))

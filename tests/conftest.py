@@ -95,3 +95,45 @@ def tiny_transform(tmp_path_factory):
     """(transformed rows, TFTransformOutput) for TINY_TEXTS, vocab 1000, max_len 12."""
     return run_transform(TINY_TEXTS, TINY_LABELS, vocab_size=1000, max_len=12,
                          output_dir=tmp_path_factory.mktemp("tft"))
+
+
+# A pipeline run that tests the pipeline, not the model: random 16-d embeddings,
+# two epochs, and no gate but the data's (as `--set KEY=VALUE` overrides).
+SMALL_MODEL = {
+    "pretrained_vocabulary": "0",
+    "model.pretrained_embeddings": "",
+    "training.epochs": "2",
+    "training.batch_size": "32",
+    "training.weight_averaging": "0",
+    "model.embedding_dim": "16",
+    "model.rnn_units": "16",
+    "training.naive_bayes_ngrams": "2",
+    "evaluation.min_auc": "0",
+}
+
+
+def real_polarity_lines(rows: int) -> list[str]:
+    """The header and first rows of the real polarity CSV (pre-shuffled: both classes),
+    found like the CLI finds it; skipped outside CI when the data is absent."""
+    import gzip
+    from pathlib import Path
+
+    from pipeline import data_sources
+
+    try:
+        data_dir = Path(os.environ.get(data_sources.DATA_DIR_ENV) or data_sources.SHARED_DATA_DIR)
+        with gzip.open(data_dir / "polarity" / "rt-polarity.csv.gz", "rt", encoding="utf-8") as f:
+            return [next(f) for _ in range(rows + 1)]
+    except OSError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"real data not available: {error}")
+
+
+def write_gz_lines(path, lines: list[str]):
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(lines)
+    return path

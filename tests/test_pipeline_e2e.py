@@ -8,9 +8,7 @@ Run 3 feeds data with out-of-domain labels through the command line: it must
 stop before Transform, exit non-zero naming the anomaly, and push nothing.
 """
 
-import gzip
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +16,9 @@ import pytest
 import tensorflow as tf
 
 from models import features, trainer
-from pipeline import configs, data_sources, local_runner, run_summary
+from pipeline import configs, local_runner, run_summary
 from pipeline.__main__ import main
+from tests.conftest import SMALL_MODEL, real_polarity_lines, write_gz_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -30,40 +29,12 @@ EXPECTED_COMPONENTS = {
 }
 
 
-SMALL_MODEL = {
-    # Random 16-d embeddings: these runs test the pipeline, not the vectors.
-    "pretrained_vocabulary": "0",
-    "model.pretrained_embeddings": "",
-    "training.epochs": "2",
-    "training.batch_size": "32",
-    "training.weight_averaging": "0",
-    "model.embedding_dim": "16",
-    "model.rnn_units": "16",
-    "training.naive_bayes_ngrams": "2",
-    # Two epochs on 320 sentences: the gate under test is min_accuracy.
-    "evaluation.min_auc": "0",
-}
-
-
 def _real_polarity_lines(rows: int) -> list[str]:
-    """The header and first rows of the real polarity CSV (pre-shuffled: both classes)."""
-    try:
-        data_dir = data_sources.SHARED_DATA_DIR if not os.environ.get(data_sources.DATA_DIR_ENV) \
-            else Path(os.environ[data_sources.DATA_DIR_ENV])
-        source = data_dir / "polarity" / "rt-polarity.csv.gz"
-        with gzip.open(source, "rt", encoding="utf-8") as f:
-            return [next(f) for _ in range(rows + 1)]
-    except OSError as error:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"real data not available: {error}")
+    return real_polarity_lines(rows)
 
 
 def _write(path: Path, lines: list[str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt", encoding="utf-8") as f:
-        f.writelines(lines)
-    return path
+    return write_gz_lines(path, lines)
 
 
 @pytest.fixture(scope="module")
