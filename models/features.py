@@ -42,3 +42,7 @@ TOKEN_LENGTH = "length"
 
 SERVING_SIGNATURE = "serving_default"  # raw UTF-8 strings in
 TF_EXAMPLE_SIGNATURE = "serving_tf_example"  # serialized tf.Example in (TFMA)
+
+# TF Serving's warm-up requests inside a SavedModel (TFRecord of PredictionLog):
+# written at export, replayed by TF Serving and by `python -m pipeline serve`.
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"

@@ -156,10 +156,6 @@ class SentimentExportModule(tf.Module):
         return {key: outputs[key] for key in (features.PROBABILITY, features.PREDICTED_LABEL)}
 
 
-# TF Serving replays this file before a version takes traffic (and so does `python -m pipeline serve`).
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-
-
 def warmup_texts(max_len: int, length_multiple: int = 1) -> list[list[str]]:
     """One request per padded width the export can see (it trims a batch to its longest
     text, rounded up to length_multiple), an empty text, and one batch of mixed lengths."""
@@ -174,7 +170,7 @@ def write_warmup_requests(export_dir: str, max_len: int, length_multiple: int = 
     """TF Serving's warm-up file (PredictionLog records of serving_default requests); returns the count."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    path = os.path.join(export_dir, WARMUP_FILE)
+    path = os.path.join(export_dir, features.WARMUP_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     requests = warmup_texts(max_len, length_multiple)
     with tf.io.TFRecordWriter(path) as writer:

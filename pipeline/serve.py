@@ -63,6 +63,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 from flask import Flask, jsonify, request  # noqa: E402
 from werkzeug.exceptions import HTTPException  # noqa: E402
 
+from models import features  # noqa: E402
+
 log = logging.getLogger("sentiment.serve")
 
 SERVABLE_SIGNATURES = ("serving_default",)  # the only signature of the export that takes raw text
@@ -75,7 +77,7 @@ WAITRESS_BODY_CAP = 1 << 30
 
 _VERSION = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also takes "²" and "١٠٠"
 # TF Serving's warm-up file inside a version directory: a TFRecord of PredictionLog.
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+WARMUP_FILE = Path(features.WARMUP_FILE)
 WARMUP_MAX_RECORDS = 1000  # TF Serving's own limit
 
 

@@ -193,7 +193,7 @@ def test_the_export_carries_tf_servings_warmup_file_covering_every_padded_width(
 
     _, tft_output = tiny_transform  # max_len 12
     export_dir = serving_models.export_tiny_model(tft_output, str(tmp_path / "m"))
-    path = os.path.join(export_dir, trainer.WARMUP_FILE)
+    path = os.path.join(export_dir, features.WARMUP_FILE)
     records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
     requests = [r.predict_log.request for r in records]
     assert {r.model_spec.signature_name for r in requests} == {features.SERVING_SIGNATURE}
@@ -202,5 +202,6 @@ def test_the_export_carries_tf_servings_warmup_file_covering_every_padded_width(
     assert texts[0] == [""]
     assert [len(batch[0].split()) for batch in texts[1:-1]] == list(range(1, 13))
     assert len(texts[-1]) == 8
-    # The server replays the whole file before the version takes traffic.
+    # The server replays the whole file (at the path it looks at) before the version takes traffic.
+    assert str(serve.WARMUP_FILE) == features.WARMUP_FILE
     assert serve.replay_warmup_file(predict.load_signature(export_dir), export_dir) == len(records)
