@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from components import infra_validator
+from components import infra_validator, versioned_pusher
 from models import features
 from pipeline import configs, data_sources, local_runner, run_summary
 
@@ -83,7 +83,8 @@ def gate_runs(tmp_path_factory):
     for name, overrides in (("baseline", BASELINE), ("broken", BROKEN), ("better", BETTER)):
         runs[name] = local_runner.run(_config(data, output_dir, overrides))
         runs[name + "_versions"] = _versions(output_dir)
-        runs[name + "_listing"] = sorted(p.name for p in (output_dir / "serving" / "sentiment-polarity").iterdir())
+        runs[name + "_listing"] = sorted(p.name for p in (output_dir / "serving" / "sentiment-polarity").iterdir()
+                                         if p.name != versioned_pusher.LOCK_FILE)
         print(f"{name}: blessed={runs[name].blessed} pushed={runs[name].pushed_path} "
               f"accuracy={runs[name].metrics.get('binary_accuracy')}", flush=True)
     runs["output_dir"] = output_dir

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components import versioned_pusher
 from models import features, trainer
 from pipeline import configs, local_runner, run_summary
 from pipeline.__main__ import main
@@ -35,6 +36,12 @@ def _real_polarity_lines(rows: int) -> list[str]:
 
 def _write(path: Path, lines: list[str]) -> Path:
     return write_gz_lines(path, lines)
+
+
+def _served_entries(output_dir: Path) -> list[str]:
+    """Everything in the serving directory but the Pusher's lock file: versions, or leftovers."""
+    serving = output_dir / "serving" / "sentiment-polarity"
+    return sorted(p.name for p in serving.iterdir() if p.name != versioned_pusher.LOCK_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +137,7 @@ def test_impossible_gate_blocks_the_push_and_keeps_the_served_version(runs):
     # Upstream work is reused from run 1; only the gate and the push ran again.
     assert states["Trainer"] == "CACHED"
     assert states["Evaluator"] == "COMPLETE"
-    versions = sorted(p.name for p in (output_dir / "serving" / "sentiment-polarity").iterdir())
-    assert versions == [Path(blessed_run.pushed_path).name]
+    assert _served_entries(output_dir) == [Path(blessed_run.pushed_path).name]
 
 
 def test_bad_labels_stop_the_run_before_transform_and_push_nothing(runs, tmp_path, capsys):
@@ -154,5 +160,4 @@ def test_bad_labels_stop_the_run_before_transform_and_push_nothing(runs, tmp_pat
     ran = {c.component for c in run_summary.summarize_run(
         output_dir / "metadata" / "sentiment-polarity.sqlite", "sentiment-polarity", run_id).components}
     assert "ExampleValidator" in ran and "Transform" not in ran and "Trainer" not in ran
-    versions = sorted(p.name for p in (output_dir / "serving" / "sentiment-polarity").iterdir())
-    assert versions == [Path(blessed_run.pushed_path).name]
+    assert _served_entries(output_dir) == [Path(blessed_run.pushed_path).name]

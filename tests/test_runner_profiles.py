@@ -119,7 +119,7 @@ def _run_args(monkeypatch, argv):
         dataset=configs.POLARITY, input_path=Path("/nowhere/x.csv"), output_dir=Path("/nowhere")))
     import pipeline.local_runner as local_runner
 
-    monkeypatch.setattr(local_runner, "run", lambda config: seen.setdefault("config", config))
+    monkeypatch.setattr(local_runner, "run", lambda config, **_: seen.setdefault("config", config))
     assert cli.main(["run", *argv]) == 0
     return seen["config"].beam_args
 
