@@ -1,4 +1,9 @@
-"""Runs the pipeline on this machine: Beam DirectRunner, SQLite ML Metadata."""
+"""Runs the pipeline on this machine: Beam DirectRunner, SQLite ML Metadata.
+
+One run per pipeline and output directory at a time (exclusive_run). A run
+that fails ends in one paragraph (explain_failure: what, in which component,
+what to do) with the traceback in a log file; data errors say which data.
+"""
 
 from __future__ import annotations
 
