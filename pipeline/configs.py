@@ -92,6 +92,13 @@ class TrainingConfig:
     # A deliberately broken candidate, to prove the gate: labels are shuffled
     # within each training batch, so the model cannot learn text -> label.
     shuffle_labels: bool = False
+    # With an input laid out as span-N/ folders: train on the newest this many
+    # spans (a rolling window; 1 = the newest span only). Evaluation always uses
+    # the newest span's test split.
+    spans: int = 1
+    # Start from the latest blessed model instead of random weights: embedding
+    # rows carried over by token, every other layer's weights reused (models/warm_start.py).
+    warm_start: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +113,36 @@ class EvaluationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DriftConfig:
+    """How far a new span's data may move from the previous span's before the run stops.
+
+    Checked by the validation gate with TFDV's drift comparators, before training.
+    """
+    # L-infinity distance between the label distributions (0.5/0.5 -> 0.9/0.1 is 0.4).
+    label_linf: float = 0.1
+    # Jensen-Shannon divergence between the histograms of text length in characters.
+    num_chars_jsd: float = 0.1
+    # Rise in the share of tokens out of the latest blessed model's vocabulary.
+    oov_share_increase: float = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitoringConfig:
+    """`python -m pipeline monitor`: served traffic against the data the served model was trained on
+    (skew) and against the previous monitoring window (drift)."""
+    # Jensen-Shannon divergence bounds on the histograms of text length, OOV share and probability.
+    num_chars_jsd: float = 0.1
+    oov_share_jsd: float = 0.1
+    probability_jsd: float = 0.1
+    # L-infinity bound on the predicted-label distribution.
+    predicted_label_linf: float = 0.1
+    # Fewer logged requests than this in a window: no verdict (too few to compare).
+    min_requests: int = 200
+    # How many examples of the training data's eval split are scored as the reference.
+    reference_examples: int = 2000
+
+
+@dataclasses.dataclass(frozen=True)
 class ServingConfig:
     # Pusher keeps at most this many versions under the serving directory (newest first).
     versions_to_keep: int = 3
@@ -117,6 +154,14 @@ class ServingConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     # How often the server looks for newly pushed versions.
     poll_seconds: float = 2.0
+    # Request logging (`serve --log-requests DIR`): the share of requests logged,
+    # the size at which a log file is rotated, how many files are kept (the
+    # oldest are deleted), and how many records may wait for the writer thread
+    # before new ones are dropped (counted) rather than delay a request.
+    log_sample_rate: float = 1.0
+    log_file_bytes: int = 64 * 1024 * 1024
+    log_max_files: int = 20
+    log_queue_size: int = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +192,8 @@ class DatasetConfig:
     # never showed keep their pretrained vector instead of becoming OOV.
     pretrained_vocabulary: int = 0
     serving: ServingConfig = ServingConfig()
+    drift: DriftConfig = DriftConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @property
     def schema_dir(self) -> Path:
