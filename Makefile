@@ -78,3 +78,12 @@ predict: $(STAMP)
 # Concurrent clients against the server for a fixed time; writes bench/results/load_test.json.
 load-test: $(STAMP)
 	$(PY) bench/load_test.py --model-base-dir $(MODEL_BASE_DIR) $(ARGS)
+
+# --- Replaying continuous training (README: "Spans and batch scoring") ---
+.PHONY: spans
+SPANS ?= 5
+SPANS_DIR ?= outputs/spans/$(DATASET)
+
+# make spans DATASET=imdb SPANS=5 SPANS_DIR=outputs/spans/imdb  (ARGS: --force, --limit-per-span N, --label-balance P)
+spans: $(STAMP)
+	$(PY) -m pipeline make-spans --dataset $(DATASET) --spans $(SPANS) --out $(SPANS_DIR) $(ARGS)

@@ -82,6 +82,10 @@ def make_parser() -> argparse.ArgumentParser:
 
     predict.add_parser(commands)
     serve.add_parser(commands)
+
+    from pipeline import spans
+
+    spans.add_parser(commands)
     return parser
 
 
@@ -99,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline import serve
 
         return serve.serve_command(args)
+    if args.command == "make-spans":
+        from pipeline import spans
+
+        return spans.make_spans_command(args)
     if args.command == "run":
         config = build_config(args)
         if args.beam_profile or args.beam_option:
