@@ -83,9 +83,10 @@ def make_parser() -> argparse.ArgumentParser:
     predict.add_parser(commands)
     serve.add_parser(commands)
 
-    from pipeline import spans
+    from pipeline import bulk_inference, spans
 
     spans.add_parser(commands)
+    bulk_inference.add_parser(commands)
     return parser
 
 
@@ -107,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline import spans
 
         return spans.make_spans_command(args)
+    if args.command == "score":
+        from pipeline import bulk_inference
+
+        return bulk_inference.score_command(args)
     if args.command == "run":
         config = build_config(args)
         if args.beam_profile or args.beam_option:
