@@ -44,6 +44,13 @@ New versions are loaded before the versions gone from disk are unloaded, and a
 version gone from disk is unloaded only if another one stays loaded; while the
 directory is missing or holds no version, the loaded versions keep serving (a
 warning is logged). The server binds 127.0.0.1 unless told otherwise.
+
+Request logging (--log-requests DIR, pipeline/request_log.py): a sampled share
+of the answered requests is written as JSON lines, one per instance (time,
+model_version, text, probability, label), by a background thread; a full queue
+drops records (counted) instead of delaying the answer, and a logging failure
+never fails a request. The status endpoint then carries a "request_log" object
+with the logger's counters; they are logged again when the server stops.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ import json
 import logging
 import os
 import re
+import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -415,7 +424,8 @@ def parse_texts(body: Any, max_instances: int) -> list[str]:
 
 
 def create_app(repository: ModelRepository, model_name: str, max_instances: int = 256,
-               max_body_bytes: int = 8 * 1024 * 1024) -> Flask:
+               max_body_bytes: int = 8 * 1024 * 1024, request_logger=None) -> Flask:
+    """The Flask app; `request_logger` (a request_log.RequestLogger) logs answered predictions."""
     from pipeline import predict
 
     app = Flask("sentiment-serve")
@@ -483,6 +493,8 @@ def create_app(repository: ModelRepository, model_name: str, max_instances: int 
             if not rows:
                 raise BadRequest(f"model {name!r} has no version {wanted}; versions: "
                                  f"{repository.versions()}", 404)
+        if request_logger is not None:
+            return jsonify({"model_version_status": rows, "request_log": request_logger.counters()})
         return jsonify({"model_version_status": rows})
 
     def do_predict(name: str, version: str | None):
@@ -504,6 +516,8 @@ def create_app(repository: ModelRepository, model_name: str, max_instances: int 
                 return error(f"model {name!r} has no version loaded yet", 503)
             raise BadRequest(f"model {name!r} has no version {wanted}; versions: {repository.versions()}", 404)
         results = predict.predict(signature, texts, with_tokens=False)
+        if request_logger is not None:
+            request_logger.log(served_version, texts, results)  # never raises, never waits for the disk
         response = jsonify({"predictions": results, "model_version": str(served_version)})
         response.headers["X-Model-Version"] = str(served_version)
         return response
@@ -562,19 +576,41 @@ def serve_command(args) -> int:
     repository.refresh()
     if not repository.versions():
         log.warning("no version under %s yet; waiting for the Pusher", base)
+    request_logger = None
+    if args.log_requests:
+        from pipeline import request_log
+
+        rate = limits.log_sample_rate if args.log_sample_rate is None else args.log_sample_rate
+        try:
+            request_logger = request_log.RequestLogger(
+                Path(args.log_requests).resolve(), sample_rate=rate, file_bytes=limits.log_file_bytes,
+                max_files=limits.log_max_files, queue_size=limits.log_queue_size, seed=args.log_seed)
+        except (ValueError, OSError) as error:
+            print(f"error: --log-requests {args.log_requests}: {error}", file=sys.stderr)
+            return 2
+        log.info("logging %.0f%% of requests to %s", 100 * rate, request_logger.directory)
     repository.start()
     app = create_app(repository, name, max_instances=args.max_instances or limits.max_instances,
-                     max_body_bytes=args.max_body_bytes or limits.max_body_bytes)
+                     max_body_bytes=args.max_body_bytes or limits.max_body_bytes, request_logger=request_logger)
     server = make_server(app, args.host, args.port, args.threads, args.max_body_bytes or limits.max_body_bytes)
     print(f"Serving {name} versions {repository.versions()} from {base} on "
           f"http://{args.host}:{server.effective_port}/v1/models/{name}", flush=True)
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: flush the request log
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
         repository.stop()
+        if request_logger is not None:
+            counters = request_logger.close()
+            log.info("request log closed: %s", ", ".join(f"{k}={v}" for k, v in counters.items()))
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def add_parser(commands) -> None:
@@ -592,4 +628,22 @@ def add_parser(commands) -> None:
     parser.add_argument("--max-instances", type=int, help="instances per request (default: config serving.max_instances)")
     parser.add_argument("--max-body-bytes", type=int, help="request body limit (default: config serving.max_body_bytes)")
     parser.add_argument("--poll-seconds", type=float, help="how often to look for new versions")
+    parser.add_argument("--log-requests", metavar="DIR", help="write answered requests as JSON lines to DIR "
+                        "(for `python -m pipeline monitor`; file size, file count and queue limits: config "
+                        "serving.log_file_bytes, log_max_files, log_queue_size)")
+    parser.add_argument("--log-sample-rate", type=_rate, metavar="R", help="share of requests logged, 0 to 1 "
+                        "(default: config serving.log_sample_rate)")
+    parser.add_argument("--log-seed", type=int, help="seed of the request sampling (default: random)")
 
+
+def _rate(raw: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {raw}")
+    return value
