@@ -78,10 +78,11 @@ def make_parser() -> argparse.ArgumentParser:
 
     kubeflow_v2_runner.add_compile_parser(commands)
 
-    from pipeline import predict, serve
+    from pipeline import monitor, predict, serve
 
     predict.add_parser(commands)
     serve.add_parser(commands)
+    monitor.add_parser(commands)
 
     from pipeline import bulk_inference, spans
 
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline import serve
 
         return serve.serve_command(args)
+    if args.command == "monitor":
+        from pipeline import monitor
+
+        return monitor.monitor_command(args)
     if args.command == "make-spans":
         from pipeline import spans
 
