@@ -308,7 +308,12 @@ class Measurement:
         return self.value > self.threshold
 
     def finding(self) -> str:
-        return f"{self.kind}: {self.feature}: {MEASURE_NAMES[self.measure]} {self.value:.2f} > {self.threshold:.2f}"
+        if math.isinf(self.value):
+            return f"{self.kind}: {self.feature}: {MEASURE_NAMES[self.measure]} not measured (absent from one side)"
+        # Two decimals, more where two would print the value as not above the bound (0.101 > 0.10).
+        bound = f"{self.threshold:.2f}" if round(self.threshold, 2) == self.threshold else f"{self.threshold:g}"
+        digits = next((d for d in range(2, 7) if round(self.value, d) > float(bound)), 6)
+        return f"{self.kind}: {self.feature}: {MEASURE_NAMES[self.measure]} {self.value:.{digits}f} > {bound}"
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "feature": self.feature, "measure": self.measure, "value": self.value,
