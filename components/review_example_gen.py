@@ -51,6 +51,11 @@ REQUIRE_EVERY_SPLIT = "require_every_split"
 # A digest of the parsing code (pipeline/configs.example_gen_fingerprint), so
 # a parser change is part of the cache key.
 CODE_FINGERPRINT = "code_fingerprint"
+# Data that arrives in spans: <input>/span-1/, span-2/, ..., each holding any
+# source the readers accept. TFX's file-based driver picks the newest span (or
+# the one a RangeConfig names) and records it on the Examples artifact.
+SPAN_FOLDER_PREFIX = "span-"
+SPAN_PATTERN = SPAN_FOLDER_PREFIX + "{SPAN}/*"
 
 
 class RowRejectedError(ValueError):
@@ -206,6 +211,12 @@ class Executor(BaseExampleGenExecutor):
             report = json.load(f)
         for key in ("rows_in", "examples_out", "rows_quarantined", "test_texts_in_training"):
             examples.set_int_custom_property(key, report[key])
+        # The driver resolved the span (and version) of the input; TFX's launcher does not
+        # carry the driver's copy of the artifact over, so record them here.
+        if exec_properties.get(example_gen_utils.SPAN_PROPERTY_NAME) is not None:
+            examples.span = int(exec_properties[example_gen_utils.SPAN_PROPERTY_NAME])
+        if exec_properties.get(example_gen_utils.VERSION_PROPERTY_NAME) is not None:
+            examples.version = int(exec_properties[example_gen_utils.VERSION_PROPERTY_NAME])
         empty = [split for split in SPLITS if not report["examples_per_split"][split]]
         if empty and decode_custom_config(exec_properties).get(REQUIRE_EVERY_SPLIT, True):
             # Stop here, not in the Trainer minutes later with Keras' "Empty logs".
@@ -353,12 +364,22 @@ def ReviewExampleGen(
     text_column: str = review_sources.TEXT_COLUMN,
     label_column: str = review_sources.LABEL_COLUMN,
     code_fingerprint: str = "",
+    span: int | None = None,
 ):
     """A FileBasedExampleGen over one source (file, archive, folder or glob) under input_base.
 
     Its cache key holds every input file's path, size and mtime (Driver) and
-    `code_fingerprint`, so changed data or parsing code is read afresh.
+    `code_fingerprint`, so changed data or parsing code is read afresh. With
+    `source=SPAN_PATTERN` it reads the newest span folder, or `span` if given.
     """
+    from tfx.proto import range_config_pb2
+
+    range_config = None
+    if span is not None:
+        if "{SPAN}" not in source:
+            raise ValueError(f"a span ({span}) was asked for, but the source {source!r} has no {{SPAN}} pattern")
+        range_config = range_config_pb2.RangeConfig(
+            static_range=range_config_pb2.StaticRange(start_span_number=span, end_span_number=span))
     input_config = example_gen_pb2.Input(
         splits=[example_gen_pb2.Input.Split(name=name, pattern=source) for name in SPLITS]
     )
@@ -370,5 +391,6 @@ def ReviewExampleGen(
         input_base=input_base,
         input_config=input_config,
         custom_config=custom_config,
+        range_config=range_config,
         custom_executor_spec=executor_spec.BeamExecutorSpec(Executor),
     )

@@ -35,14 +35,23 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
             dataset = configs.with_overrides(dataset, {"model.pretrained_embeddings": str(vectors)})
     except data_sources.DataNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
-    return configs.PipelineConfig(
-        dataset=dataset,
-        input_path=input_path,
-        output_dir=Path(args.output_dir).resolve() if args.output_dir else configs.default_output_dir(),
-        enable_cache=not args.no_cache,
-        quarantine=args.quarantine,
-        allowed_anomalies=tuple(args.allow_anomaly or ()),
-    )
+    spans = data_sources.span_numbers(input_path)
+    if args.span is not None and args.span not in spans:
+        raise SystemExit(f"error: --span {args.span}: {input_path} has "
+                         + (f"spans {', '.join(map(str, spans))}" if spans else "no span-<N>/ folders"))
+    try:
+        return configs.PipelineConfig(
+            dataset=dataset,
+            input_path=input_path,
+            output_dir=Path(args.output_dir).resolve() if args.output_dir else configs.default_output_dir(),
+            enable_cache=not args.no_cache,
+            quarantine=args.quarantine,
+            allowed_anomalies=tuple(args.allow_anomaly or ()),
+            input_spans=bool(spans),
+            span=args.span,
+        )
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -59,6 +68,8 @@ def make_parser() -> argparse.ArgumentParser:
                      "(default: $SENTIMENT_OUTPUT_DIR or ./outputs)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a dataset config field, e.g. training.epochs=2 or max_len=128")
+    run.add_argument("--span", type=int, help="with an --input laid out as span-<N>/ folders: read span N "
+                     "(default: the newest); training reads the newest training.spans validated spans up to it")
     run.add_argument("--no-cache", action="store_true", help="re-run components even when inputs are unchanged")
     run.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     run.add_argument("--quarantine", action="store_true",

@@ -308,6 +308,22 @@ class PipelineConfig:
     quarantine: bool = False
     # Anomalies accepted on purpose: "feature" or "feature:ANOMALY_TYPE".
     allowed_anomalies: tuple[str, ...] = ()
+    # The input is laid out as span-<N>/ folders (data_sources.span_numbers):
+    # ExampleGen reads one span, `span`, or the newest when it is None.
+    input_spans: bool = False
+    span: int | None = None
+
+    def __post_init__(self):
+        if self.span is not None and not self.input_spans:
+            raise ValueError(f"a span ({self.span}) was asked for, but {self.input_path} is not laid out as "
+                             "span-<N>/ folders")
+        if self.span is not None and self.span < 0:
+            raise ValueError(f"span must be >= 0, got {self.span}")
+        if self.dataset.training.spans < 1:
+            raise ValueError(f"training.spans must be >= 1, got {self.dataset.training.spans}")
+        if self.dataset.training.spans > 1 and not self.input_spans:
+            raise ValueError(f"training.spans={self.dataset.training.spans} needs an input laid out as span-<N>/ "
+                             f"folders; {self.input_path} is not")
 
     @property
     def pipeline_name(self) -> str:

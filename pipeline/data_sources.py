@@ -97,6 +97,21 @@ def resolve_input(
     return fetch(source.url, source.sha256, (cache_dir or default_cache_dir()) / source.relative_path)
 
 
+def span_numbers(path: str | os.PathLike) -> list[int]:
+    """The spans of an input laid out as <path>/span-<N>/ folders (empty for any other input)."""
+    from components.review_example_gen import SPAN_FOLDER_PREFIX
+
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    spans = []
+    for child in path.iterdir():
+        number = child.name[len(SPAN_FOLDER_PREFIX):]
+        if child.is_dir() and child.name.startswith(SPAN_FOLDER_PREFIX) and number.isascii() and number.isdigit():
+            spans.append(int(number))
+    return sorted(spans)
+
+
 def resolve_embeddings(path: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Pretrained vectors: an absolute path, or one relative to the data directory."""
     candidate = Path(path).expanduser()
