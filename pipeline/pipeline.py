@@ -16,7 +16,7 @@ from tfx import v1 as tfx  # noqa: E402
 from tfx.proto import transform_pb2  # noqa: E402
 
 from components.infra_validator import InfraValidator  # noqa: E402
-from components.review_example_gen import LENGTH_BUCKET, SOURCE, SPLITS, ReviewExampleGen  # noqa: E402
+from components.review_example_gen import LENGTH_BUCKET, SOURCE, SPAN_PATTERN, SPLITS, ReviewExampleGen  # noqa: E402
 from components.validation_gate import DataValidationGate  # noqa: E402
 from components.versioned_pusher import VersionedPusher  # noqa: E402
 from models import features  # noqa: E402
@@ -26,6 +26,8 @@ PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
 TRAIN, EVAL, TEST = SPLITS
 MIN_DEFINED_AUC = 1e-6
+GATE_ID = "DataValidationGate"
+TRANSFORM_ID = "Transform"
 
 
 def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
@@ -91,19 +93,69 @@ def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
     )
 
 
+def previous_span_inputs() -> dict:
+    """The gate's inputs for the drift check: the latest validated statistics and examples, and
+    the latest Transform graph.
+
+    Resolved when the gate runs, before this run's gate and Transform publish
+    anything, so they are the previous run's; empty on a first run. (Inline
+    resolver functions: the local and Airflow runners support them, TFX's
+    Kubeflow v2 compiler does not, hence spans are for those two.)
+    """
+    from tfx.dsl.input_resolution.canned_resolver_functions import latest_created
+
+    standard = tfx.types.standard_artifacts
+
+    def latest(artifact_type, producer: str, output_key: str):
+        return latest_created(tfx.dsl.Channel(type=artifact_type, producer_component_id=producer,
+                                              output_key=output_key))
+
+    return {
+        "previous_statistics": latest(standard.ExampleStatistics, GATE_ID, "validated_statistics"),
+        "previous_examples": latest(standard.Examples, GATE_ID, "validated_examples"),
+        "transform_graph": latest(standard.TransformGraph, TRANSFORM_ID, "transform_graph"),
+    }
+
+
+def training_window(config: configs.PipelineConfig):
+    """The validated examples Transform and the Trainer read, when they are more than this
+    run's span: the newest `training.spans` validated spans (up to `config.span` when one is
+    asked for), this run's included. None when this run's span alone is read.
+
+    A plain channel on the gate's output: an upstream node's output channel
+    would only see the current run's artifacts, and the window spans runs.
+    """
+    window = config.dataset.training.spans
+    if not config.input_spans or window == 1:
+        return None
+    from tfx.dsl.input_resolution import canned_resolver_functions as spans
+
+    validated = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples, producer_component_id=GATE_ID,
+                                output_key="validated_examples")
+    if config.span is not None:
+        return spans.static_range(validated, start_span_number=max(0, config.span - window + 1),
+                                  end_span_number=config.span, min_spans=1)
+    return spans.rolling_range(validated, num_spans=window, min_spans=1)
+
+
 def create_pipeline(
     config: configs.PipelineConfig,
     metadata_connection_config=None,
 ) -> tfx.dsl.Pipeline:
     dataset = config.dataset
 
+    if config.input_spans:
+        input_base, source = str(config.input_path), SPAN_PATTERN
+    else:
+        input_base, source = str(config.input_path.parent), config.input_path.name
     example_gen = ReviewExampleGen(
-        input_base=str(config.input_path.parent),
-        source=config.input_path.name,
+        input_base=input_base,
+        source=source,
         eval_percent=dataset.eval_percent,
         test_percent=dataset.test_percent,
         quarantine=config.quarantine,
         code_fingerprint=configs.example_gen_fingerprint(),
+        span=config.span,
     ).with_id("ExampleGen")
 
     schema_gen = tfx.components.ImportSchemaGen(schema_file=str(dataset.schema_dir / "schema.pbtxt"))
@@ -117,36 +169,41 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
     )
 
-    # ExampleValidator only records anomalies; the gate stops the run on them.
+    # With spans, a new span is compared with what the last run's gate let
+    # through, under the last Transform's vocabulary (drift).
+    previous = previous_span_inputs() if config.input_spans else {}
+
+    # ExampleValidator only records anomalies; the gate stops the run on them,
+    # and on drift from the previous span, and publishes what passed.
+    drift = dataset.drift
     validation_gate = DataValidationGate(
         anomalies=example_validator.outputs["anomalies"],
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         statistics=statistics_gen.outputs["statistics"],
+        **previous,
         allowed_anomalies=json.dumps(sorted(config.allowed_anomalies)),
         label=features.LABEL,
         min_label_share=dataset.min_label_share,
-    )
+        num_chars=features.NUM_CHARS,
+        text=features.TEXT,
+        label_linf=drift.label_linf,
+        num_chars_jsd=drift.num_chars_jsd,
+        oov_share_increase=drift.oov_share_increase,
+    ).with_id(GATE_ID)
+    validated_examples = validation_gate.outputs["validated_examples"]
 
+    window = training_window(config)
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=window if window is not None else validated_examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         # The vocabulary is learnt from training text only.
         splits_config=transform_pb2.SplitsConfig(analyze=[TRAIN], transform=list(SPLITS)),
         custom_config=configs.transform_custom_config(dataset),
-    )
-    transform.add_upstream_node(validation_gate)
-
-    trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=[TRAIN]),
-        eval_args=tfx.proto.EvalArgs(splits=[EVAL]),
-        custom_config=configs.trainer_hyperparameters(dataset),
-    )
+    ).with_id(TRANSFORM_ID)
+    if window is not None:
+        transform.add_upstream_node(validation_gate)  # the window holds this run's validated span
 
     latest_blessed_model = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -154,8 +211,20 @@ def create_pipeline(
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("LatestBlessedModelResolver")
 
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        # Warm start: the latest blessed model's weights, carried over by token (models/warm_start.py).
+        base_model=latest_blessed_model.outputs["model"] if dataset.training.warm_start else None,
+        train_args=tfx.proto.TrainArgs(splits=[TRAIN]),
+        eval_args=tfx.proto.EvalArgs(splits=[EVAL]),
+        custom_config=configs.trainer_hyperparameters(dataset),
+    )
+
     evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
+        examples=validated_examples,
         model=trainer.outputs["model"],
         baseline_model=latest_blessed_model.outputs["model"],
         eval_config=make_eval_config(dataset),
@@ -189,8 +258,8 @@ def create_pipeline(
             example_validator,
             validation_gate,
             transform,
-            trainer,
             latest_blessed_model,
+            trainer,
             evaluator,
             infra_validator,
             pusher,
