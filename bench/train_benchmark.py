@@ -103,7 +103,7 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
     """Trains one model; returns its metrics and timings."""
     training = hyperparameters["training"]
     tf.keras.utils.set_random_seed(seed)
-    model, train_model = trainer.build_models(tf_transform_output, hyperparameters, seed)  # the Trainer's own
+    model, train_model, _ = trainer.build_models(tf_transform_output, hyperparameters, seed)  # the Trainer's own
     timer = StepTimer(len(train[features.LENGTH]), int(training["batch_size"]))
     callbacks = [timer] + trainer.training_callbacks(training)  # the Trainer's own
     started = time.perf_counter()

@@ -18,7 +18,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 from absl import logging  # noqa: E402
 
-from models import calibration, embeddings, features, naive_bayes  # noqa: E402
+from models import calibration, embeddings, features, naive_bayes, warm_start  # noqa: E402
 from models import model as model_lib  # noqa: E402
 
 HISTORY_FILE = "history.json"
@@ -302,9 +302,19 @@ def training_callbacks(training: dict[str, Any]) -> list[tf.keras.callbacks.Call
     return callbacks
 
 
+def embedding_rows(tf_transform_output: tft.TFTransformOutput, hyperparameters: dict[str, Any]) -> dict[str, int]:
+    """{token: embedding row} for this Transform's vocabulary (and the pretrained-only words)."""
+    vocabulary = [t.decode("utf-8") for t in tf_transform_output.vocabulary_by_name(features.VOCABULARY_NAME)]
+    extra = int(hyperparameters.get("pretrained_vocabulary") or 0)
+    path = hyperparameters["model"].get("pretrained_embeddings") or ""
+    words = list(embeddings.pretrained_words(embeddings.resolve(path), extra)) if extra and path else []
+    return warm_start.token_rows(vocabulary, words, features.first_pretrained_id(int(hyperparameters["vocab_size"])))
+
+
 def build_models(tf_transform_output: tft.TFTransformOutput, hyperparameters: dict[str, Any],
-                 seed: int) -> tuple[tf.keras.Model, tf.keras.Model]:
-    """The configured model (what is exported) and its compiled training view.
+                 seed: int, base_model: str | None = None) -> tuple[tf.keras.Model, tf.keras.Model, dict | None]:
+    """The configured model (what is exported), its compiled training view, and
+    what a warm start carried over from `base_model` (None for a cold start).
 
     Training computes the logit only; the exported model adds the per-token outputs.
     """
@@ -314,9 +324,20 @@ def build_models(tf_transform_output: tft.TFTransformOutput, hyperparameters: di
         embedding_matrix=pretrained_matrix(tf_transform_output, hyperparameters, seed),
         **{k: v for k, v in hyperparameters["model"].items() if k != "pretrained_embeddings"},
     )
+    carried = None
+    if training.get("warm_start") and base_model:
+        state = warm_start.state_dir_of(base_model)
+        if tf.io.gfile.exists(os.path.join(state, warm_start.WEIGHTS_FILE)):
+            carried = warm_start.restore(model, state, embedding_rows(tf_transform_output, hyperparameters))
+            logging.info("Warm start from %s: %s", state, carried)
+        else:
+            logging.warning("Warm start asked for, but %s holds no saved state (a model from before warm "
+                            "starts were saved); training from scratch", state)
+    elif training.get("warm_start"):
+        logging.info("Warm start asked for, but there is no blessed model yet; training from scratch")
     train_model = model_lib.training_view(model, float(training.get("adversarial_epsilon") or 0.0))
     model_lib.compile_model(train_model, float(training["learning_rate"]), float(training["clipnorm"]))
-    return model, train_model
+    return model, train_model, carried
 
 
 def train(
@@ -326,6 +347,8 @@ def train(
     hyperparameters: dict[str, Any],
     log_dir: str | None = None,
     backup_dir: str | None = None,
+    base_model: str | None = None,
+    warm_start_dir: str | None = None,
 ) -> tuple[tf.keras.Model, dict[str, list[float]]]:
     """Trains the configured model; returns it with its per-epoch history.
 
@@ -334,6 +357,11 @@ def train(
     from the last finished epoch when run again with the same directory, and
     the directory is emptied once training ends. history["epochs_run"] lists
     the epochs this call ran (it starts past 0 after a resume).
+
+    With training.warm_start and `base_model` (a previous export), the network
+    starts from that model's saved state (models/warm_start.py); history["warm_start"]
+    says what was carried over. `warm_start_dir` receives this network's state
+    for the next warm start.
     """
     training = hyperparameters["training"]
     ngram_order = int(training.get("naive_bayes_ngrams") or 0)
@@ -359,7 +387,7 @@ def train(
         train_dataset = train_dataset.map(
             lambda ids, labels: (ids, {k: tf.random.shuffle(v, seed=seed) for k, v in labels.items()}))
 
-    model, train_model = build_models(tf_transform_output, hyperparameters, seed)
+    model, train_model, carried = build_models(tf_transform_output, hyperparameters, seed, base_model)
     train_model.summary(print_fn=logging.info)
 
     callbacks = training_callbacks(training)
@@ -378,6 +406,10 @@ def train(
     epochs_run = [int(epoch) for epoch in history.epoch]
     history = {key: [float(v) for v in values] for key, values in history.history.items()}
     history["epochs_run"] = epochs_run
+    history["warm_start"] = carried
+    if warm_start_dir and training.get("warm_start"):
+        # The network before any stacking: what the next warm start rebuilds and fills.
+        warm_start.save(model, embedding_rows(tf_transform_output, hyperparameters), warm_start_dir)
     if epochs_run and epochs_run[0] > 0:
         logging.info("Resumed from the checkpoint of epoch %d in %s", epochs_run[0], backup_dir)
     if training.get("calibrate_logit"):
@@ -431,7 +463,8 @@ def backup_dir_for(fn_args) -> str:
     execution with the same inputs and hyperparameters, so a re-run after a kill
     (a new execution, with new output directories) finds them."""
     key = json.dumps({"train": sorted(fn_args.train_files), "eval": sorted(fn_args.eval_files),
-                      "transform": fn_args.transform_output, "config": fn_args.custom_config}, sort_keys=True)
+                      "transform": fn_args.transform_output, "config": fn_args.custom_config,
+                      "base_model": getattr(fn_args, "base_model", None)}, sort_keys=True)
     # model_run_dir is <pipeline root>/Trainer/model_run/<execution id>.
     component_dir = os.path.dirname(os.path.dirname(fn_args.model_run_dir.rstrip("/")))
     return os.path.join(component_dir, CHECKPOINTS_DIR, hashlib.sha256(key.encode()).hexdigest()[:16])
@@ -448,6 +481,8 @@ def run_fn(fn_args) -> None:
         hyperparameters,
         log_dir=fn_args.model_run_dir,
         backup_dir=backup_dir_for(fn_args),
+        base_model=fn_args.base_model,
+        warm_start_dir=warm_start.state_dir_of(fn_args.serving_model_dir),
     )
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as f:
