@@ -46,6 +46,14 @@ class RunSummary:
     total_wall_time_s: float = 0.0
     # The run report (pipeline/report.py), when it was written.
     report_path: str | None = None
+    # With an input in spans: the span this run read, the spans it trained on,
+    # and its drift from the previous validated span (components/validation_gate.py).
+    span: int | None = None
+    training_spans: list[int] = field(default_factory=list)
+    drift: dict[str, Any] = field(default_factory=dict)
+    # Epochs the Trainer ran, and what a warm start carried over (None: a cold start).
+    epochs_run: int | None = None
+    warm_start: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -60,6 +68,17 @@ class RunSummary:
             if self.ingestion.get("test_texts_in_training"):
                 lines.append(f"  WARNING: {self.ingestion['test_texts_in_training']} test examples have a text "
                              "that is also in training (train/test leakage)")
+        if self.span:
+            lines.append(f"  span: {self.span}; trained on spans {', '.join(map(str, self.training_spans)) or '-'}")
+        if self.drift.get("compared"):
+            figures = ", ".join(f"{key}={self.drift[key]:.4f}" for key in
+                                ("label_linf", "num_chars_jsd", "oov_share", "previous_oov_share")
+                                if isinstance(self.drift.get(key), float))
+            lines.append(f"  drift from span {self.drift.get('previous_span')}: {figures}")
+        if self.epochs_run is not None:
+            start = ("warm start: {tokens_carried} tokens carried, {tokens_new} new, {layers_reused} layers "
+                     "reused".format(**self.warm_start) if self.warm_start else "cold start")
+            lines.append(f"  training: {self.epochs_run} epoch(s), {start}")
         if self.metrics:
             lines.append("  test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(self.metrics.items())))
         lines.append(f"  blessed: {self.blessed}")
@@ -112,6 +131,19 @@ def _output_artifacts(store, execution_id: int) -> list:
     events = store.get_events_by_execution_ids([execution_id])
     ids = [e.artifact_id for e in events if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
     return store.get_artifacts_by_id(ids) if ids else []
+
+
+def _input_artifacts(store, execution_id: int) -> list:
+    events = store.get_events_by_execution_ids([execution_id])
+    ids = [e.artifact_id for e in events if e.type == metadata_store_pb2.Event.INPUT]
+    return store.get_artifacts_by_id(ids) if ids else []
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _artifact_type(store, artifact) -> str:
@@ -178,6 +210,21 @@ def summarize_run(metadata_path: Path, pipeline_name: str, run_id: str | None = 
                 }
             elif kind == "ExampleAnomalies":
                 summary.anomalies_uri = artifact.uri
+            elif kind == "ExampleStatistics" and component.startswith("DataValidationGate"):
+                summary.drift = _read_json(Path(artifact.uri) / "drift.json") or {}
+            elif kind == "ModelRun":
+                history = _read_json(Path(artifact.uri) / "history.json") or {}
+                if "epochs_run" in history:
+                    summary.epochs_run = len(history["epochs_run"])
+                    summary.warm_start = history.get("warm_start")
+        if component.startswith("ExampleGen"):
+            for artifact in _output_artifacts(store, execution.id):
+                if "span" in artifact.properties and _artifact_type(store, artifact) == "Examples":
+                    summary.span = artifact.properties["span"].int_value
+        if component.startswith("Transform"):
+            summary.training_spans = sorted(
+                a.properties["span"].int_value for a in _input_artifacts(store, execution.id)
+                if _artifact_type(store, a) == "Examples" and "span" in a.properties)
     if executions:
         summary.total_wall_time_s = (
             max(e.last_update_time_since_epoch for e in executions)
