@@ -330,6 +330,14 @@ def DataValidationGate(
         label_problems += label_findings(label_counts(split_statistics, label), classes, min_label_share,
                                          split, label)
     label_problems = [f for f in label_problems if not is_allowed(f, allowed)]
+    # Drift is measured even when the schema already failed: a span from another
+    # domain shows in both, and the message should say so.
+    figures, drift = check_drift(statistics, examples, previous_statistics, previous_examples, transform_graph,
+                                 schema_proto, label, num_chars, text, label_linf, num_chars_jsd,
+                                 oov_share_increase)
+    print(f"Drift from the previous span: {json.dumps(figures, sort_keys=True)}")
+    drift = [f for f in drift if not is_allowed(f, allowed)]
+    messages = []
     if findings or label_problems:
         counted = {}
         for split in sorted({f.split for f in findings}):
@@ -342,15 +350,11 @@ def DataValidationGate(
         findings = [
             Finding(f.split, f.feature, f.anomaly, f.description, counted[f.split].get(f.key)) for f in findings
         ]
-        raise DataValidationError(validation_report(findings + label_problems, anomalies.uri))
-
-    figures, drift = check_drift(statistics, examples, previous_statistics, previous_examples, transform_graph,
-                                 schema_proto, label, num_chars, text, label_linf, num_chars_jsd,
-                                 oov_share_increase)
-    print(f"Drift from the previous span: {json.dumps(figures, sort_keys=True)}")
-    drift = [f for f in drift if not is_allowed(f, allowed)]
+        messages.append(validation_report(findings + label_problems, anomalies.uri))
     if drift:
-        raise DataValidationError(drift_report(drift, figures["span"], figures["previous_span"], statistics.uri))
+        messages.append(drift_report(drift, figures["span"], figures["previous_span"], statistics.uri))
+    if messages:
+        raise DataValidationError("\n".join(messages))
 
     link_tree(examples.uri, validated_examples.uri)
     link_tree(statistics.uri, validated_statistics.uri)
