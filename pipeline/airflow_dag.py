@@ -19,7 +19,7 @@ An Airflow DAG file takes no command line, so it reads the environment:
 | variable | meaning |
 |---|---|
 | `SENTIMENT_DATASET` | `polarity` (default) or `imdb` |
-| `SENTIMENT_INPUT` / `SENTIMENT_DATA_DIR` | as `--input` / `--data-dir` of `python -m pipeline run` (never downloads) |
+| `SENTIMENT_INPUT` / `SENTIMENT_DATA_DIR` | as `--input` / `--data-dir` of `python -m pipeline run` (never downloads); an input of `span-<N>/` folders: each DAG run reads the newest span |
 | `SENTIMENT_OUTPUT_DIR` | pipeline root, metadata and served models (default `./outputs` of the project) |
 | `SENTIMENT_SET` | config overrides, comma-separated: `training.epochs=1,model.rnn_units=16` |
 | `SENTIMENT_BEAM_PROFILE`, `SENTIMENT_BEAM_OPTIONS` | a profile of `runner_profiles` and its `key=value,...` options |
@@ -60,7 +60,11 @@ def config_from_environment(env: dict[str, str] | None = None) -> configs.Pipeli
         beam_args = runner_profiles.beam_pipeline_args(
             env["SENTIMENT_BEAM_PROFILE"], runner_profiles.parse_options(_pairs(env.get("SENTIMENT_BEAM_OPTIONS")))
         )
-    return configs.PipelineConfig(dataset=dataset, input_path=input_path, output_dir=output_dir, beam_args=beam_args)
+    # An input laid out as span-<N>/ folders: every DAG run reads the newest span when it starts
+    # (the continuous-training set-up, with SENTIMENT_AIRFLOW_SCHEDULE).
+    input_spans = bool(data_sources.span_numbers(input_path))
+    return configs.PipelineConfig(dataset=dataset, input_path=input_path, output_dir=output_dir, beam_args=beam_args,
+                                  input_spans=input_spans)
 
 
 def build_dag(config: configs.PipelineConfig, schedule: str | None = None):
