@@ -28,10 +28,12 @@ def required_upstream(resolver: str) -> dict[str, set[str]]:
         "ImportSchemaGen": set(),
         "StatisticsGen": {"ExampleGen"},
         "ExampleValidator": {"StatisticsGen", "ImportSchemaGen"},
-        "Transform": {"ExampleGen", "ImportSchemaGen"},
+        # The gate publishes the examples that passed; everything downstream reads those.
+        "DataValidationGate": {"ExampleGen", "StatisticsGen", "ExampleValidator", "ImportSchemaGen"},
+        "Transform": {"DataValidationGate", "ImportSchemaGen"},
         "Trainer": {"Transform", "ImportSchemaGen"},
         resolver: set(),
-        "Evaluator": {"ExampleGen", "Trainer", resolver},
+        "Evaluator": {"DataValidationGate", "Trainer", resolver},
         "InfraValidator": {"Trainer"},
         "Pusher": {"Trainer", "Evaluator", "InfraValidator"},
     }
