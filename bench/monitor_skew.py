@@ -15,7 +15,7 @@ and one log directory each, then runs the monitor command on each window:
 
 The windows run in that order in one monitoring directory, so each window
 after the first is also compared with the one before it (drift). Every
-distance, bound, exit code and printed line goes to bench/results/monitor_skew.json.
+distance, bound, exit code and printed line goes to bench/results/monitor_skew_<dataset>.json.
 
     .venv/bin/python bench/monitor_skew.py --dataset polarity --output-dir /tmp/mon-out
 """
@@ -41,7 +41,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "bench" / "results" / "monitor_skew.json"
+RESULTS_DIR = ROOT / "bench" / "results"
 DATA = Path(os.environ.get("SENTIMENT_DATA_DIR", ROOT.parent / "shared" / "data"))
 ENV = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
 
@@ -215,9 +215,10 @@ def main() -> int:
         "command": " ".join(["python", "bench/monitor_skew.py"] + sys.argv[1:]),
         "cases": results,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-    print(f"written {RESULTS}")
+    results = RESULTS_DIR / f"monitor_skew_{args.dataset}.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    print(f"written {results}")
     return 0
 
 
