@@ -14,12 +14,8 @@ domain must appear in every split with at least `min_label_share` of it
 anomaly). A one-class test split would otherwise score accuracy 1.0 with an
 undefined AUC and be blessed.
 
-When data arrives in spans, the gate also compares the new span with the
-previous validated one (drift): the label distribution (L-infinity) and text
-length (Jensen-Shannon divergence) with TFDV's drift comparators on the
-training split's statistics, and the share of out-of-vocabulary tokens under
-the latest Transform's vocabulary. A drift beyond the configured bounds stops
-the run like an anomaly (and can be allowed the same way).
+With data in spans, components/drift_check.py runs before the gate and stops
+a span that drifted from the previous validated one.
 
 What passes is published as the gate's own outputs (`validated_examples`,
 `validated_statistics`: hard links to ExampleGen's and StatisticsGen's files,
@@ -163,70 +159,6 @@ def validation_report(findings: list[Finding], anomalies_uri: str) -> str:
     return "\n".join(lines)
 
 
-DRIFT_FILE = "drift.json"
-# What the drift check reads: the statistics of the split that trains; for the
-# OOV share, texts of the eval split, which no vocabulary was learnt from (the
-# previous span's training texts are all in its vocabulary by construction).
-DRIFT_SPLIT = "train"
-OOV_SPLIT = "eval"
-OOV_SAMPLE = 2000
-OOV_SHARE_HIGH = "OOV_SHARE_HIGH"
-_COMPARATOR_TYPES = {"COMPARATOR_L_INFTY_HIGH", "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
-                     "COMPARATOR_NORMALIZED_ABSOLUTE_DIFFERENCE_HIGH"}
-
-
-def drift_schema(schema, label: str, num_chars: str, label_linf: float, num_chars_jsd: float):
-    """A copy of the schema with TFDV drift comparators on the label and the text length."""
-    drift = type(schema)()
-    drift.CopyFrom(schema)
-    for feature in drift.feature:
-        if feature.name == label:
-            feature.drift_comparator.infinity_norm.threshold = label_linf
-        elif feature.name == num_chars:
-            feature.drift_comparator.jensen_shannon_divergence.threshold = num_chars_jsd
-    return drift
-
-
-def drift_measurements(current, previous, schema) -> tuple[dict[str, float], list[Finding]]:
-    """TFDV's drift comparison of two DatasetFeatureStatisticsLists: {feature: distance} and
-    a finding per distance above its threshold (schema anomalies are ExampleValidator's job)."""
-    import tensorflow_data_validation as tfdv
-
-    anomalies = tfdv.validate_statistics(statistics=current, schema=schema, previous_statistics=previous)
-    distances = {}
-    for info in anomalies.drift_skew_info:
-        for measurement in info.drift_measurements:
-            distances[".".join(info.path.step)] = float(measurement.value)
-    findings = [f for f in findings_in(anomalies, DRIFT_SPLIT) if f.anomaly in _COMPARATOR_TYPES]
-    return distances, findings
-
-
-def sample_texts(examples_uri: str, split: str, text: str, limit: int = OOV_SAMPLE) -> list[bytes]:
-    """The first `limit` texts of a split of an Examples artifact (gzipped TFRecords of tf.Example)."""
-    files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
-    texts = []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit):
-        example = tf.train.Example.FromString(record.numpy())
-        texts.append(example.features.feature[text].bytes_list.value[0])
-    return texts
-
-
-def oov_share(texts: list[bytes], transform_output, text: str) -> float:
-    """The share of the tokens the model reads that its vocabulary maps to the OOV bucket."""
-    from models import features
-
-    if not texts:
-        return 0.0
-    vocabulary_size = transform_output.vocabulary_size_by_name(features.VOCABULARY_NAME)
-    oov_id = 1 + vocabulary_size  # ids: 0 padding, 1..V vocabulary, V+1 OOV (models/features.py)
-    transformed = transform_output.transform_raw_features({text: tf.constant(texts)[:, None]}, drop_unused_features=True)
-    ids, lengths = transformed[features.TOKEN_IDS], transformed[features.LENGTH]
-    real = tf.sequence_mask(tf.reshape(lengths, [-1]), tf.shape(ids)[1])
-    oov = tf.logical_and(real, tf.equal(ids, oov_id))
-    total = int(tf.reduce_sum(tf.cast(real, tf.int64)))
-    return int(tf.reduce_sum(tf.cast(oov, tf.int64))) / total if total else 0.0
-
-
 def link_tree(source: str, destination: str) -> None:
     """Hard-links every file of `source` into `destination` (copies across devices or on remote storage)."""
     for root, _, names in tf.io.gfile.walk(source):
@@ -246,54 +178,6 @@ def link_tree(source: str, destination: str) -> None:
                 tf.io.gfile.copy(src, dst, overwrite=True)
 
 
-def drift_report(findings: list[Finding], current_span: int, previous_span: int, statistics_uri: str) -> str:
-    lines = [f"Data validation failed: span {current_span} drifted from span {previous_span} beyond the "
-             "configured bounds (DatasetConfig.drift)."]
-    lines += [f"  [{f.split}] {f.feature}: {f.anomaly} - {f.description}" for f in findings]
-    lines.append(f"Statistics: {statistics_uri}")
-    lines.append("Check the new data, or accept the drift on purpose with --allow-anomaly FEATURE[:ANOMALY_TYPE], "
-                 "or change the bounds with --set drift.FIELD=VALUE.")
-    return "\n".join(lines)
-
-
-def check_drift(statistics, examples, previous_statistics, previous_examples, transform_graph, schema_proto,
-                label: str, num_chars: str, text: str, label_linf: float, num_chars_jsd: float,
-                oov_share_increase: float) -> tuple[dict, list[Finding]]:
-    """Compares this span with the previous validated span: ({figures}, [findings above the bounds]).
-
-    Only a newer span is compared: a re-run of the same span (or an input without
-    spans, all span 0) has nothing to drift from.
-    """
-    from tfx.components.statistics_gen import stats_artifact_utils
-
-    current_span = int(examples.span or 0)
-    previous_span = int(previous_statistics.span or 0) if previous_statistics is not None else None
-    figures = {"span": current_span, "previous_span": previous_span}
-    if previous_span is None or previous_span >= current_span:
-        figures["compared"] = False
-        return figures, []
-    figures["compared"] = True
-    current = stats_artifact_utils.load_statistics(statistics, DRIFT_SPLIT).proto()
-    previous = stats_artifact_utils.load_statistics(previous_statistics, DRIFT_SPLIT).proto()
-    schema = drift_schema(schema_proto, label, num_chars, label_linf, num_chars_jsd)
-    distances, findings = drift_measurements(current, previous, schema)
-    figures["label_linf"] = distances.get(label)
-    figures["num_chars_jsd"] = distances.get(num_chars)
-    if transform_graph is not None and previous_examples is not None:
-        import tensorflow_transform as tft
-
-        transform_output = tft.TFTransformOutput(transform_graph.uri)
-        now = oov_share(sample_texts(examples.uri, OOV_SPLIT, text), transform_output, text)
-        before = oov_share(sample_texts(previous_examples.uri, OOV_SPLIT, text), transform_output, text)
-        figures.update(oov_share=now, previous_oov_share=before)
-        if now - before > oov_share_increase:
-            findings.append(Finding(OOV_SPLIT, "oov_share", OOV_SHARE_HIGH,
-                                    f"{now:.1%} of the tokens are out of the vocabulary, against {before:.1%} in "
-                                    f"span {previous_span} (a rise above drift.oov_share_increase "
-                                    f"{oov_share_increase:.1%})"))
-    return figures, findings
-
-
 @component
 def DataValidationGate(
     anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
@@ -302,20 +186,12 @@ def DataValidationGate(
     statistics: InputArtifact[standard_artifacts.ExampleStatistics],
     validated_examples: OutputArtifact[standard_artifacts.Examples],
     validated_statistics: OutputArtifact[standard_artifacts.ExampleStatistics],
-    previous_statistics: InputArtifact[standard_artifacts.ExampleStatistics] = None,
-    previous_examples: InputArtifact[standard_artifacts.Examples] = None,
-    transform_graph: InputArtifact[standard_artifacts.TransformGraph] = None,
     allowed_anomalies: Parameter[str] = "[]",
     label: Parameter[str] = "label",
     min_label_share: Parameter[float] = 0.1,
-    num_chars: Parameter[str] = "num_chars",
-    text: Parameter[str] = "text",
-    label_linf: Parameter[float] = 0.1,
-    num_chars_jsd: Parameter[float] = 0.1,
-    oov_share_increase: Parameter[float] = 0.05,
 ) -> None:
-    """Fails the run when a split has an anomaly, a label distribution or a drift from the
-    previous span that was not allowed; otherwise publishes the examples and statistics as validated."""
+    """Fails the run when a split has an anomaly or a label distribution that was not allowed;
+    otherwise publishes the examples and statistics as validated."""
     import tensorflow_data_validation as tfdv
     from tfx.components.statistics_gen import stats_artifact_utils
 
@@ -330,14 +206,6 @@ def DataValidationGate(
         label_problems += label_findings(label_counts(split_statistics, label), classes, min_label_share,
                                          split, label)
     label_problems = [f for f in label_problems if not is_allowed(f, allowed)]
-    # Drift is measured even when the schema already failed: a span from another
-    # domain shows in both, and the message should say so.
-    figures, drift = check_drift(statistics, examples, previous_statistics, previous_examples, transform_graph,
-                                 schema_proto, label, num_chars, text, label_linf, num_chars_jsd,
-                                 oov_share_increase)
-    print(f"Drift from the previous span: {json.dumps(figures, sort_keys=True)}")
-    drift = [f for f in drift if not is_allowed(f, allowed)]
-    messages = []
     if findings or label_problems:
         counted = {}
         for split in sorted({f.split for f in findings}):
@@ -350,11 +218,7 @@ def DataValidationGate(
         findings = [
             Finding(f.split, f.feature, f.anomaly, f.description, counted[f.split].get(f.key)) for f in findings
         ]
-        messages.append(validation_report(findings + label_problems, anomalies.uri))
-    if drift:
-        messages.append(drift_report(drift, figures["span"], figures["previous_span"], statistics.uri))
-    if messages:
-        raise DataValidationError("\n".join(messages))
+        raise DataValidationError(validation_report(findings + label_problems, anomalies.uri))
 
     link_tree(examples.uri, validated_examples.uri)
     link_tree(statistics.uri, validated_statistics.uri)
@@ -362,8 +226,3 @@ def DataValidationGate(
         target.split_names = source.split_names
         target.span = source.span
     validated_examples.version = examples.version
-    with tf.io.gfile.GFile(os.path.join(validated_statistics.uri, DRIFT_FILE), "w") as f:
-        json.dump(figures, f, indent=2, sort_keys=True)
-    for key, value in figures.items():
-        if isinstance(value, float):
-            validated_statistics.set_float_custom_property(f"drift_{key}", value)

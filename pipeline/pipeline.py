@@ -17,6 +17,7 @@ from tfx.proto import transform_pb2  # noqa: E402
 
 from components.infra_validator import InfraValidator  # noqa: E402
 from components.review_example_gen import LENGTH_BUCKET, SOURCE, SPAN_PATTERN, SPLITS, ReviewExampleGen  # noqa: E402
+from components.drift_check import SpanDriftCheck  # noqa: E402
 from components.validation_gate import DataValidationGate  # noqa: E402
 from components.versioned_pusher import VersionedPusher  # noqa: E402
 from models import features  # noqa: E402
@@ -93,28 +94,40 @@ def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
     )
 
 
-def previous_span_inputs() -> dict:
-    """The gate's inputs for the drift check: the latest validated statistics and examples, and
-    the latest Transform graph.
+def validated_channel(artifact_type, output_key: str):
+    """Every run's output `output_key` of the validation gate (an upstream node's own output
+    channel would only hold the current run's)."""
+    return tfx.dsl.Channel(type=artifact_type, producer_component_id=GATE_ID, output_key=output_key)
 
-    Resolved when the gate runs, before this run's gate and Transform publish
-    anything, so they are the previous run's; empty on a first run. (Inline
-    resolver functions: the local and Airflow runners support them, TFX's
-    Kubeflow v2 compiler does not, hence spans are for those two.)
+
+def drift_check(config: configs.PipelineConfig, example_gen, statistics_gen, schema_gen) -> SpanDriftCheck:
+    """Compares the new span with the newest older validated span, under the last Transform's
+    vocabulary (resolved before this run's Transform, so the previous run's; nothing on a first run).
+
+    Inline resolver functions: the local and Airflow runners support them, TFX's
+    Kubeflow v2 compiler does not, hence spans are for those two.
     """
-    from tfx.dsl.input_resolution.canned_resolver_functions import latest_created
+    from tfx.dsl.input_resolution.canned_resolver_functions import all_spans, latest_created
 
     standard = tfx.types.standard_artifacts
-
-    def latest(artifact_type, producer: str, output_key: str):
-        return latest_created(tfx.dsl.Channel(type=artifact_type, producer_component_id=producer,
-                                              output_key=output_key))
-
-    return {
-        "previous_statistics": latest(standard.ExampleStatistics, GATE_ID, "validated_statistics"),
-        "previous_examples": latest(standard.Examples, GATE_ID, "validated_examples"),
-        "transform_graph": latest(standard.TransformGraph, TRANSFORM_ID, "transform_graph"),
-    }
+    drift = config.dataset.drift
+    return SpanDriftCheck(
+        examples=example_gen.outputs["examples"],
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema_gen.outputs["schema"],
+        validated_statistics=all_spans(validated_channel(standard.ExampleStatistics, "validated_statistics")),
+        validated_examples=all_spans(validated_channel(standard.Examples, "validated_examples")),
+        transform_graph=latest_created(tfx.dsl.Channel(type=standard.TransformGraph,
+                                                       producer_component_id=TRANSFORM_ID,
+                                                       output_key="transform_graph")),
+        allowed_anomalies=json.dumps(sorted(config.allowed_anomalies)),
+        label=features.LABEL,
+        num_chars=features.NUM_CHARS,
+        text=features.TEXT,
+        label_linf=drift.label_linf,
+        num_chars_jsd=drift.num_chars_jsd,
+        oov_share_increase=drift.oov_share_increase,
+    ).with_id("SpanDriftCheck")
 
 
 def training_window(config: configs.PipelineConfig):
@@ -130,8 +143,7 @@ def training_window(config: configs.PipelineConfig):
         return None
     from tfx.dsl.input_resolution import canned_resolver_functions as spans
 
-    validated = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples, producer_component_id=GATE_ID,
-                                output_key="validated_examples")
+    validated = validated_channel(tfx.types.standard_artifacts.Examples, "validated_examples")
     if config.span is not None:
         return spans.static_range(validated, start_span_number=max(0, config.span - window + 1),
                                   end_span_number=config.span, min_spans=1)
@@ -169,28 +181,22 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
     )
 
-    # With spans, a new span is compared with what the last run's gate let
-    # through, under the last Transform's vocabulary (drift).
-    previous = previous_span_inputs() if config.input_spans else {}
+    # With spans, a drift from the previous validated span stops the run before the gate.
+    span_drift = drift_check(config, example_gen, statistics_gen, schema_gen) if config.input_spans else None
 
     # ExampleValidator only records anomalies; the gate stops the run on them,
-    # and on drift from the previous span, and publishes what passed.
-    drift = dataset.drift
+    # and publishes what passed.
     validation_gate = DataValidationGate(
         anomalies=example_validator.outputs["anomalies"],
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         statistics=statistics_gen.outputs["statistics"],
-        **previous,
         allowed_anomalies=json.dumps(sorted(config.allowed_anomalies)),
         label=features.LABEL,
         min_label_share=dataset.min_label_share,
-        num_chars=features.NUM_CHARS,
-        text=features.TEXT,
-        label_linf=drift.label_linf,
-        num_chars_jsd=drift.num_chars_jsd,
-        oov_share_increase=drift.oov_share_increase,
     ).with_id(GATE_ID)
+    if span_drift is not None:
+        validation_gate.add_upstream_node(span_drift)
     validated_examples = validation_gate.outputs["validated_examples"]
 
     window = training_window(config)
@@ -256,6 +262,7 @@ def create_pipeline(
             statistics_gen,
             schema_gen,
             example_validator,
+            *([span_drift] if span_drift is not None else []),
             validation_gate,
             transform,
             latest_blessed_model,

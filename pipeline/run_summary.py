@@ -47,7 +47,7 @@ class RunSummary:
     # The run report (pipeline/report.py), when it was written.
     report_path: str | None = None
     # With an input in spans: the span this run read, the spans it trained on,
-    # and its drift from the previous validated span (components/validation_gate.py).
+    # and its drift from the previous validated span (components/drift_check.py).
     span: int | None = None
     training_spans: list[int] = field(default_factory=list)
     drift: dict[str, Any] = field(default_factory=dict)
@@ -208,10 +208,10 @@ def summarize_run(metadata_path: Path, pipeline_name: str, run_id: str | None = 
                     key: value.int_value for key, value in artifact.custom_properties.items()
                     if key in INGESTION_KEYS
                 }
+            elif kind == "ExampleAnomalies" and component.startswith("SpanDriftCheck"):
+                summary.drift = _read_json(Path(artifact.uri) / "drift.json") or {}
             elif kind == "ExampleAnomalies":
                 summary.anomalies_uri = artifact.uri
-            elif kind == "ExampleStatistics" and component.startswith("DataValidationGate"):
-                summary.drift = _read_json(Path(artifact.uri) / "drift.json") or {}
             elif kind == "ModelRun":
                 history = _read_json(Path(artifact.uri) / "history.json") or {}
                 if "epochs_run" in history:

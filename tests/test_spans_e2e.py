@@ -48,11 +48,14 @@ def replay(tmp_path_factory):
     write_gz_lines(root / "in" / "span-2" / "reviews.csv.gz", [header] + rows[ROWS:2 * ROWS])
     second = _config(root / "in", out)
     local_runner.run(second)
-    return root, second, after_first, _summary(second)
+    after_second = _summary(second)
+    # The same span again: nothing new to learn from, so everything up to the model is reused.
+    local_runner.run(_config(root / "in", out))
+    return root, second, after_first, after_second, _summary(second)
 
 
 def test_the_first_run_reads_span_1_alone_and_starts_cold(replay):
-    _, _, first, _ = replay
+    _, _, first, _, _ = replay
     assert first["span"] == 1 and first["training_spans"] == [1]
     assert first["warm_start"] is None
     assert first["drift"]["compared"] is False
@@ -60,7 +63,7 @@ def test_the_first_run_reads_span_1_alone_and_starts_cold(replay):
 
 
 def test_the_second_run_reads_the_newest_span_and_trains_on_the_window(replay):
-    _, config, _, second = replay
+    _, config, _, second, _ = replay
     assert config.span is None  # not told: the driver picked the newest
     assert second["span"] == 2
     assert second["training_spans"] == [1, 2]
@@ -74,7 +77,7 @@ def test_the_second_run_reads_the_newest_span_and_trains_on_the_window(replay):
 
 
 def test_the_second_run_starts_warm_from_the_first_blessed_model(replay):
-    _, _, first, second = replay
+    _, _, first, second, _ = replay
     carried = second["warm_start"]
     assert carried is not None and carried["layers_fresh"] == []
     assert carried["tokens_carried"] > 1000 and carried["tokens_new"] > 0
@@ -82,7 +85,7 @@ def test_the_second_run_starts_warm_from_the_first_blessed_model(replay):
 
 
 def test_the_second_span_is_compared_with_the_first(replay):
-    _, _, _, second = replay
+    _, _, _, second, _ = replay
     drift = second["drift"]
     assert drift["compared"] is True and drift["previous_span"] == 1 and drift["span"] == 2
     # Consecutive slices of one shuffled dataset: well inside the bounds.
@@ -90,8 +93,17 @@ def test_the_second_span_is_compared_with_the_first(replay):
     assert drift["num_chars_jsd"] < configs.DriftConfig.num_chars_jsd
 
 
+def test_a_rerun_of_the_same_span_reuses_the_validated_data_and_the_model(replay):
+    _, _, _, second, rerun = replay
+    states = {c["component"]: c["state"] for c in rerun["components"]}
+    assert states["DataValidationGate"] == states["Transform"] == states["Trainer"] == "CACHED", states
+    # The drift check runs again and still compares with span 1, not with span 2's own earlier run.
+    assert rerun["drift"]["previous_span"] == 1
+    assert rerun["drift"]["label_linf"] == pytest.approx(second["drift"]["label_linf"])
+
+
 def test_a_span_with_another_label_balance_is_stopped_before_training(replay):
-    root, config, _, second = replay
+    root, config, _, _, _ = replay
     lines = real_polarity_lines(3 * ROWS)
     header, rows = lines[0], lines[1 + 2 * ROWS:]
     positives = [row for row in rows if row.rstrip().endswith(",1")]

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from tfx.proto import example_gen_pb2, range_config_pb2
 
 from components import review_example_gen as gen
-from components import validation_gate
+from components import drift_check, validation_gate
 from pipeline import configs, data_sources
 from pipeline.__main__ import main
 
@@ -99,8 +99,8 @@ def _statistics(labels, num_chars):
 
 
 def _drift(current, previous):
-    schema = validation_gate.drift_schema(SCHEMA, "label", "num_chars", label_linf=0.1, num_chars_jsd=0.1)
-    return validation_gate.drift_measurements(current, previous, schema)
+    schema = drift_check.drift_schema(SCHEMA, "label", "num_chars", label_linf=0.1, num_chars_jsd=0.1)
+    return drift_check.drift_measurements(current, previous, schema)
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +135,9 @@ def test_texts_of_another_length_are_drift(previous_span):
 
 def test_oov_share_counts_the_tokens_the_vocabulary_lacks(tiny_transform):
     _, transform_output = tiny_transform
-    assert validation_gate.oov_share([b"good bad movie"], transform_output, "text") == 0.0
-    assert validation_gate.oov_share([b"good zyzzyva movie qwxp"], transform_output, "text") == pytest.approx(0.5)
-    assert validation_gate.oov_share([], transform_output, "text") == 0.0
+    assert drift_check.oov_share([b"good bad movie"], transform_output, "text") == 0.0
+    assert drift_check.oov_share([b"good zyzzyva movie qwxp"], transform_output, "text") == pytest.approx(0.5)
+    assert drift_check.oov_share([], transform_output, "text") == 0.0
 
 
 def test_link_tree_publishes_the_same_files(tmp_path):
@@ -150,3 +150,19 @@ def test_link_tree_publishes_the_same_files(tmp_path):
     assert copied.read_bytes() == b"\x1f\x8bdata"
     assert copied.stat().st_ino == (source / "Split-train" / "data.gz").stat().st_ino  # a link, not a copy
     assert (tmp_path / "validated" / "ingestion_report.json").read_text() == "{}"
+
+
+class _Artifact:
+    def __init__(self, id, span):
+        self.id, self.span = id, span
+
+
+def test_the_previous_span_is_the_newest_older_validated_one():
+    statistics = [_Artifact(1, 1), _Artifact(5, 2), _Artifact(9, 3), _Artifact(12, 2)]
+    examples = [_Artifact(2, 1), _Artifact(6, 2), _Artifact(13, 2), _Artifact(10, 3)]
+    chosen, its_examples = drift_check.previous_of(3, statistics, examples)
+    assert (chosen.id, its_examples.id) == (12, 13)  # span 2, its newest validation
+    # A re-run of span 3 still compares with span 2, not with its own earlier validation.
+    assert drift_check.previous_of(3, statistics, examples)[0].span == 2
+    assert drift_check.previous_of(1, statistics, examples) == (None, None)
+    assert drift_check.previous_of(4, [], None) == (None, None)
