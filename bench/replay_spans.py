@@ -14,7 +14,11 @@
 
 Writes bench/results/span_replay_<dataset>.json with, per span and mode:
 examples, the span's test accuracy and AUC, blessed, pushed version, Trainer
-wall time and epochs, what the warm start carried over, and the drift figures.
+wall time and epochs, the validation AUC after every epoch, what the warm
+start carried over, and the drift figures; and per span, how many epochs the
+warm run needed to reach the best validation AUC of the cold run ("warm_vs_cold";
+with a fixed epoch budget both may run all epochs, so this is the measure of
+"fewer epochs"). `--rescan` recomputes those from the logs of an earlier replay.
 
     python bench/replay_spans.py --work-dir /tmp/replay            # the whole scenario (~1-2 h)
     python bench/replay_spans.py --work-dir /tmp/replay --limit-per-span 500 --spans 2   # a quick look
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +69,40 @@ def make_spans(args, spans_dir: Path, logs: Path) -> None:
             raise SystemExit(f"make-spans failed: see {logs / f'make-spans-{index}.log'}")
 
 
+EPOCH_LINE = re.compile(r"^\d+/\d+ - .* val_auc: ([0-9.]+)", re.MULTILINE)
+
+
+def val_auc_per_epoch(log_text: str) -> list[float]:
+    """The validation AUC after each epoch, from Keras' per-epoch lines in the run's log."""
+    return [float(value) for value in EPOCH_LINE.findall(log_text)]
+
+
+def epochs_to_reach(curve: list[float], target: float | None) -> int | None:
+    """The first epoch (1-based) whose validation AUC reaches `target`."""
+    if target is None:
+        return None
+    return next((index for index, value in enumerate(curve, start=1) if value >= target), None)
+
+
+def compare_warm_and_cold(runs: list[dict]) -> list[dict]:
+    """Per span: epochs the warm run needed to reach the validation AUC the cold run ended with."""
+    rows = []
+    by_key = {(r["span"], r["mode"]): r for r in runs}
+    for (span, mode), warm in sorted(by_key.items()):
+        cold = by_key.get((span, "cold"))
+        if mode != "warm" or not cold or not cold.get("val_auc_per_epoch") or not warm.get("val_auc_per_epoch"):
+            continue
+        target = max(cold["val_auc_per_epoch"])
+        rows.append({"span": span, "cold_best_val_auc": target, "cold_epochs": len(cold["val_auc_per_epoch"]),
+                     "warm_epochs_to_reach_it": epochs_to_reach(warm["val_auc_per_epoch"], target),
+                     "warm_best_val_auc": max(warm["val_auc_per_epoch"]),
+                     "warm_first_epoch_val_auc": warm["val_auc_per_epoch"][0],
+                     "cold_first_epoch_val_auc": cold["val_auc_per_epoch"][0],
+                     "trainer_s_warm_over_cold": round(warm["trainer_wall_time_s"] / cold["trainer_wall_time_s"], 3)
+                     if warm.get("trainer_wall_time_s") and cold.get("trainer_wall_time_s") else None})
+    return rows
+
+
 def run_span(args, spans_dir: Path, output_dir: Path, span: int, warm: bool, log: Path) -> dict:
     command = ["run", "--dataset", args.dataset, "--input", str(spans_dir), "--span", str(span),
                "--output-dir", str(output_dir), "--set", f"training.spans={args.window}",
@@ -99,6 +138,7 @@ def run_span(args, spans_dir: Path, output_dir: Path, span: int, warm: bool, log
         "trainer_state": trainer.get("state"),
         "epochs_run": summary.get("epochs_run"),
         "warm_start": summary.get("warm_start"),
+        "val_auc_per_epoch": val_auc_per_epoch(text),
         "drift": drift,
         "stopped_by": stopped,
         "log": str(log),
@@ -115,6 +155,8 @@ def main() -> int:
     parser.add_argument("--modes", default="warm,cold")
     parser.add_argument("--fresh", action="store_true", help="delete earlier outputs under --work-dir first")
     parser.add_argument("--output", default=None, help="results JSON (default bench/results/span_replay_<dataset>.json)")
+    parser.add_argument("--rescan", action="store_true",
+                        help="re-read the logs of an earlier replay into its results file, run nothing")
     parser.add_argument("extra", nargs="*", help="more `pipeline run` arguments, after --")
     args = parser.parse_args()
     work = Path(args.work_dir).resolve()
@@ -122,9 +164,17 @@ def main() -> int:
     if args.fresh:
         for mode in ("warm", "cold"):
             shutil.rmtree(work / mode, ignore_errors=True)
+    output = Path(args.output) if args.output else RESULTS / f"span_replay_{args.dataset}.json"
+    if args.rescan:
+        results = json.loads(output.read_text())
+        for entry in results["runs"]:
+            entry["val_auc_per_epoch"] = val_auc_per_epoch(Path(entry["log"]).read_text(errors="replace"))
+        results["warm_vs_cold"] = compare_warm_and_cold(results["runs"])
+        output.write_text(json.dumps(results, indent=2))
+        print(json.dumps(results["warm_vs_cold"], indent=2))
+        return 0
     make_spans(args, spans_dir, logs)
     modes = args.modes.split(",")
-    output = Path(args.output) if args.output else RESULTS / f"span_replay_{args.dataset}.json"
     results = {"dataset": args.dataset, "spans": args.spans, "window": args.window,
                "limit_per_span": args.limit_per_span, "extra_args": args.extra, "cpus": os.cpu_count(),
                "timing": "warm and cold runs interleaved span by span on a shared 2-core machine: "
@@ -147,6 +197,9 @@ def main() -> int:
                          logs / f"drifted-span-{span}.log")
         entry["drifted"] = what
         record(entry)
+    results["warm_vs_cold"] = compare_warm_and_cold(results["runs"])
+    output.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results["warm_vs_cold"], indent=2))
     print(f"wrote {output}")
     return 0
 
