@@ -40,14 +40,30 @@ def fit_logistic(columns: np.ndarray, labels: np.ndarray, iterations: int = 50) 
     if y.min() == y.max():
         raise ValueError("calibration needs both labels in the validation split")
     x = np.concatenate([x, np.ones((y.size, 1))], axis=1)
+
+    def log_loss(w):
+        z = x @ w
+        return float(np.sum(np.logaddexp(0.0, z) - y * z))
+
     params = np.zeros(x.shape[1])
     params[0] = 1.0
+    loss = log_loss(params)
     for _ in range(iterations):
         p = 0.5 * (1.0 + np.tanh(0.5 * (x @ params)))  # the logistic function, without overflow
         gradient = x.T @ (p - y)
         hessian = (x * (p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(x.shape[1])
         step = np.linalg.solve(hessian, gradient)
-        params -= step
+        # Damped: a full Newton step from saturated probabilities (a confident
+        # model's large logits) overshoots and diverges; halve it until the loss falls.
+        for _ in range(40):
+            candidate = params - step
+            candidate_loss = log_loss(candidate)
+            if candidate_loss <= loss:
+                break
+            step = step / 2
+        else:
+            break  # no step lowers the loss: a minimum, to numerical precision
+        params, loss = candidate, candidate_loss
         if np.max(np.abs(step)) < 1e-10:
             break
     if not np.isfinite(params).all() or params[0] <= 0:

@@ -95,3 +95,18 @@ def test_trainer_leaves_a_model_that_fails_validation_uncalibrated_for_the_gate_
     inverted = _labels_from(-(before - before.mean()) / before.std(), 3.0, 0.0)
     assert trainer.calibrate_logit(model, view, _validation_split(ids, inverted)) is None
     np.testing.assert_array_equal(model(ids, training=False)[model_lib.LOGIT], before)
+
+
+def test_the_fit_converges_for_a_confident_models_large_logits():
+    """A full Newton step from saturated probabilities overshoots: once, this fit returned
+    weights of 5e12 (every probability 0 or 1) for a warm-started IMDB network."""
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=2000) * 2
+    labels = (rng.random(2000) < 1 / (1 + np.exp(-signal))).astype(float)
+    other = signal + rng.normal(size=2000)
+    reference = calibration.fit_logistic(np.stack([signal, other], 1), labels)
+    for magnitude in (10.0, 40.0, 200.0):
+        weights = calibration.fit_logistic(np.stack([magnitude * signal, magnitude * other], 1), labels)
+        # The same model, up to the scale of its inputs.
+        np.testing.assert_allclose(np.array(weights[:2]) * magnitude, reference[:2], rtol=1e-6)
+        assert weights[2] == pytest.approx(reference[2], abs=1e-6)
