@@ -28,6 +28,8 @@ RUN_FN = "models.trainer.run_fn"
 TRAIN, EVAL, TEST = SPLITS
 MIN_DEFINED_AUC = 1e-6
 GATE_ID = "DataValidationGate"
+# How many of the newest validations the drift check chooses the previous span from.
+DRIFT_HISTORY = 100
 TRANSFORM_ID = "Transform"
 
 
@@ -107,7 +109,7 @@ def drift_check(config: configs.PipelineConfig, example_gen, statistics_gen, sch
     Inline resolver functions: the local and Airflow runners support them, TFX's
     Kubeflow v2 compiler does not, hence spans are for those two.
     """
-    from tfx.dsl.input_resolution.canned_resolver_functions import all_spans, latest_created
+    from tfx.dsl.input_resolution.canned_resolver_functions import latest_created
 
     standard = tfx.types.standard_artifacts
     drift = config.dataset.drift
@@ -115,8 +117,11 @@ def drift_check(config: configs.PipelineConfig, example_gen, statistics_gen, sch
         examples=example_gen.outputs["examples"],
         statistics=statistics_gen.outputs["statistics"],
         schema=schema_gen.outputs["schema"],
-        validated_statistics=all_spans(validated_channel(standard.ExampleStatistics, "validated_statistics")),
-        validated_examples=all_spans(validated_channel(standard.Examples, "validated_examples")),
+        # The newest validations (all_spans would need a version property, which statistics lack);
+        # the check picks the newest span older than this one among them.
+        validated_statistics=latest_created(validated_channel(standard.ExampleStatistics, "validated_statistics"),
+                                            n=DRIFT_HISTORY),
+        validated_examples=latest_created(validated_channel(standard.Examples, "validated_examples"), n=DRIFT_HISTORY),
         transform_graph=latest_created(tfx.dsl.Channel(type=standard.TransformGraph,
                                                        producer_component_id=TRANSFORM_ID,
                                                        output_key="transform_graph")),
