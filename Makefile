@@ -87,3 +87,17 @@ SPANS_DIR ?= outputs/spans/$(DATASET)
 # make spans DATASET=imdb SPANS=5 SPANS_DIR=outputs/spans/imdb  (ARGS: --force, --limit-per-span N, --label-balance P)
 spans: $(STAMP)
 	$(PY) -m pipeline make-spans --dataset $(DATASET) --spans $(SPANS) --out $(SPANS_DIR) $(ARGS)
+
+# The whole continuous-training scenario (about 45 min on 2 cores): IMDB in 5 spans, warm and cold
+# runs interleaved, then a 90 %-positive and a polarity span that the drift check must stop;
+# writes bench/results/span_replay_imdb.json.
+.PHONY: replay-spans monitor-skew
+REPLAY_DIR ?= outputs/replay
+replay-spans: $(STAMP)
+	$(PY) bench/replay_spans.py --work-dir $(REPLAY_DIR) --spans $(SPANS) -- --set evaluation.min_accuracy=0.8
+
+# Served traffic against the served model's training data: same-domain, other-domain and
+# 90 %-positive traffic through `serve --log-requests`, then `monitor` on each window.
+monitor-skew: $(STAMP)
+	$(PY) bench/monitor_skew.py --dataset $(DATASET) --output-dir $(OUTPUT_DIR)
+OUTPUT_DIR ?= outputs
