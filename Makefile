@@ -93,6 +93,7 @@ spans: $(STAMP)
 # writes bench/results/span_replay_imdb.json.
 .PHONY: replay-spans monitor-skew
 REPLAY_DIR ?= outputs/replay
+OUTPUT_DIR ?= outputs
 replay-spans: $(STAMP)
 	$(PY) bench/replay_spans.py --work-dir $(REPLAY_DIR) --spans $(SPANS) -- --set evaluation.min_accuracy=0.8
 
@@ -100,4 +101,3 @@ replay-spans: $(STAMP)
 # 90 %-positive traffic through `serve --log-requests`, then `monitor` on each window.
 monitor-skew: $(STAMP)
 	$(PY) bench/monitor_skew.py --dataset $(DATASET) --output-dir $(OUTPUT_DIR)
-OUTPUT_DIR ?= outputs
