@@ -12,20 +12,10 @@ import dataclasses
 from pipeline import configs, data_sources, runner_profiles
 
 
-def _parse_overrides(pairs: list[str]) -> dict[str, str]:
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
-        overrides[key.strip()] = value.strip()
-    return overrides
-
-
 def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
     dataset = configs.DATASETS[args.dataset]
     try:
-        dataset = configs.with_overrides(dataset, _parse_overrides(args.set or []))
+        dataset = configs.with_overrides(dataset, configs.parse_overrides(args.set or []))
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     try:

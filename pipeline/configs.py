@@ -413,6 +413,17 @@ def transform_custom_config(dataset: DatasetConfig) -> dict[str, Any]:
             "pretrained_vocabulary": dataset.pretrained_vocabulary, "models_fingerprint": models_fingerprint()}
 
 
+def parse_overrides(pairs) -> dict[str, str]:
+    """["training.epochs=2", ...] (the --set options) -> {"training.epochs": "2"}; ValueError without "="."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
 def with_overrides(config: Any, overrides: Mapping[str, str]) -> Any:
     """Returns a copy of a (nested) config dataclass with dotted fields replaced.
 

@@ -771,21 +771,11 @@ def monitor_command(args) -> int:
     return outcome.exit_code
 
 
-def _parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise MonitorError(f"--set expects KEY=VALUE, got {pair!r}")
-        overrides[key.strip()] = value.strip()
-    return overrides
-
-
 def _run_command(args) -> Outcome:
     from pipeline import configs
 
     try:
-        dataset = configs.with_overrides(configs.DATASETS[args.dataset], _parse_overrides(args.set or []))
+        dataset = configs.with_overrides(configs.DATASETS[args.dataset], configs.parse_overrides(args.set or []))
     except ValueError as error:
         raise MonitorError(str(error)) from None
     monitoring = dataset.monitoring
