@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dataclasses
 
-from pipeline import configs, data_sources, runner_profiles
+from pipeline import configs, data_sources, metadata_store, runner_profiles
 
 
 def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
@@ -39,6 +39,7 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
             allowed_anomalies=tuple(args.allow_anomaly or ()),
             input_spans=bool(spans),
             span=args.span,
+            metadata_uri=args.metadata or os.environ.get(metadata_store.ENV_URI) or None,
         )
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
@@ -60,6 +61,10 @@ def make_parser() -> argparse.ArgumentParser:
                      help="override a dataset config field, e.g. training.epochs=2 or max_len=128")
     run.add_argument("--span", type=int, help="with an --input laid out as span-<N>/ folders: read span N "
                      "(default: the newest); training reads the newest training.spans validated spans up to it")
+    run.add_argument("--metadata", metavar="URI",
+                     help="the ML Metadata store: sqlite:///PATH or postgresql://USER@HOST:PORT/DB (or mysql://); "
+                          f"default ${metadata_store.ENV_URI}, else a SQLite file under --output-dir. Passwords "
+                          "come from PGPASSWORD or a passfile (PGPASSFILE, ~/.pgpass), never the URI")
     run.add_argument("--no-cache", action="store_true", help="re-run components even when inputs are unchanged")
     run.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     run.add_argument("--quarantine", action="store_true",

@@ -10,9 +10,10 @@ installed; scripts/setup_airflow_venv.sh makes such an environment here.
 
 The DAG id is the pipeline name (`sentiment-polarity`), one Airflow task per
 TFX component, and runs are triggered by hand unless a schedule is set. The
-graph is `create_pipeline()`'s, as for the local and Kubeflow runners; metadata
-is a SQLite ML Metadata store under the output directory, as for
-`python -m pipeline run` (a shared deployment would point it at MySQL).
+graph is `create_pipeline()`'s, as for the local and Kubeflow runners; ML
+Metadata is the SQLite file under the output directory, as for
+`python -m pipeline run`, unless SENTIMENT_METADATA_URI names a PostgreSQL or
+MySQL store (a shared deployment: several DAGs and runs at once).
 
 An Airflow DAG file takes no command line, so it reads the environment:
 
@@ -21,6 +22,7 @@ An Airflow DAG file takes no command line, so it reads the environment:
 | `SENTIMENT_DATASET` | `polarity` (default) or `imdb` |
 | `SENTIMENT_INPUT` / `SENTIMENT_DATA_DIR` | as `--input` / `--data-dir` of `python -m pipeline run` (never downloads); an input of `span-<N>/` folders: each DAG run reads the newest span |
 | `SENTIMENT_OUTPUT_DIR` | pipeline root, metadata and served models (default `./outputs` of the project) |
+| `SENTIMENT_METADATA_URI` | as `--metadata`: `postgresql://USER@HOST:PORT/DB` (password from PGPASSWORD or a passfile); unset: SQLite |
 | `SENTIMENT_SET` | config overrides, comma-separated: `training.epochs=1,model.rnn_units=16` |
 | `SENTIMENT_BEAM_PROFILE`, `SENTIMENT_BEAM_OPTIONS` | a profile of `runner_profiles` and its `key=value,...` options |
 | `SENTIMENT_AIRFLOW_SCHEDULE` | an Airflow schedule (`@daily`, cron); unset: manual runs only |
@@ -34,10 +36,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from tfx.orchestration import metadata  # noqa: E402
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig  # noqa: E402
 
-from pipeline import configs, data_sources, runner_profiles  # noqa: E402
+from pipeline import configs, data_sources, metadata_store, runner_profiles  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 
 
@@ -64,20 +65,21 @@ def config_from_environment(env: dict[str, str] | None = None) -> configs.Pipeli
     # (the continuous-training set-up, with SENTIMENT_AIRFLOW_SCHEDULE).
     input_spans = bool(data_sources.span_numbers(input_path))
     return configs.PipelineConfig(dataset=dataset, input_path=input_path, output_dir=output_dir, beam_args=beam_args,
-                                  input_spans=input_spans)
+                                  input_spans=input_spans, metadata_uri=env.get(metadata_store.ENV_URI) or None)
 
 
 def build_dag(config: configs.PipelineConfig, schedule: str | None = None):
     config.metadata_path.parent.mkdir(parents=True, exist_ok=True)
-    connection = metadata.sqlite_metadata_connection_config(str(config.metadata_path))
     airflow_config = AirflowPipelineConfig(airflow_dag_config={
         "schedule_interval": schedule,
         "start_date": datetime.datetime(2024, 1, 1),
         "catchup": False,
-        "max_active_runs": 1,  # runs share one SQLite metadata store
+        # Runs of one DAG read each other's blessed model and push to one serving
+        # directory: one at a time, whatever the store. Different DAGs run at once.
+        "max_active_runs": 1,
         "tags": ["tfx", "sentiment"],
     })
-    return AirflowDagRunner(airflow_config).run(create_pipeline(config, connection))
+    return AirflowDagRunner(airflow_config).run(create_pipeline(config, config.metadata.connection_config()))
 
 
 DAG = build_dag(config_from_environment(), schedule=os.environ.get("SENTIMENT_AIRFLOW_SCHEDULE") or None)

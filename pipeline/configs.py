@@ -312,8 +312,18 @@ class PipelineConfig:
     # ExampleGen reads one span, `span`, or the newest when it is None.
     input_spans: bool = False
     span: int | None = None
+    # Where ML Metadata lives (pipeline/metadata_store.py): None for the SQLite
+    # file under output_dir, or a sqlite://, postgresql:// or mysql:// URI.
+    metadata_uri: str | None = None
 
     def __post_init__(self):
+        if self.metadata_uri:
+            from pipeline import metadata_store
+
+            try:
+                metadata_store.StoreAddress.parse(self.metadata_uri)
+            except metadata_store.MetadataStoreError as error:
+                raise ValueError(str(error)) from None
         if self.span is not None and not self.input_spans:
             raise ValueError(f"a span ({self.span}) was asked for, but {self.input_path} is not laid out as "
                              "span-<N>/ folders")
@@ -336,7 +346,22 @@ class PipelineConfig:
 
     @property
     def metadata_path(self) -> Path:
+        """The default store: a SQLite file per pipeline under the output directory."""
         return self.output_dir / "metadata" / f"{self.pipeline_name}.sqlite"
+
+    @property
+    def metadata(self):
+        """The store this run records in (a metadata_store.StoreAddress)."""
+        from pipeline import metadata_store
+
+        if self.metadata_uri:
+            return metadata_store.StoreAddress.parse(self.metadata_uri)
+        return metadata_store.StoreAddress.sqlite(self.metadata_path)
+
+    @property
+    def lock_path(self) -> Path:
+        """One run per pipeline and output directory at a time, whatever the store (local_runner)."""
+        return self.output_dir / "metadata" / f"{self.pipeline_name}.lock"
 
     @property
     def serving_dir(self) -> Path:

@@ -1,4 +1,4 @@
-"""Runs the pipeline on this machine: Beam DirectRunner, SQLite ML Metadata.
+"""Runs the pipeline on this machine: Beam DirectRunner, ML Metadata in SQLite or on a server.
 
 One run per pipeline and output directory at a time (exclusive_run). A run
 that fails ends in one paragraph (explain_failure: what, in which component,
@@ -25,7 +25,7 @@ from tfx import v1 as tfx  # noqa: E402
 from components.review_example_gen import EmptySplitError, RowRejectedError  # noqa: E402
 from components.review_sources import SourceFormatError  # noqa: E402
 from components.validation_gate import DataValidationError  # noqa: E402
-from pipeline import configs, run_summary  # noqa: E402
+from pipeline import configs, metadata_store, run_summary  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 
 # Failures caused by the data, reported as such rather than as a traceback.
@@ -48,8 +48,7 @@ def exclusive_run(config: configs.PipelineConfig):
     other's executions as their own (the summary, the baseline model). The
     lock is an flock, so a run that is killed releases it with its process.
     """
-    path = config.metadata_path.with_suffix(".lock")
-    with open(path, "a+") as lock:
+    with open(config.lock_path, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -71,7 +70,7 @@ def exclusive_run(config: configs.PipelineConfig):
 def failed_component(config: configs.PipelineConfig) -> str | None:
     """The component whose execution failed last in the metadata store, if any."""
     try:
-        store = run_summary.open_store(config.metadata_path)
+        store = run_summary.open_store(config.metadata)
         failed = [e for e in store.get_executions() if e.last_known_state == e.FAILED]
         return run_summary.component_id(store, max(failed, key=lambda e: e.id)) if failed else None
     except Exception:  # the store itself may be what broke
@@ -123,7 +122,11 @@ def explain_failure(config: configs.PipelineConfig, error: BaseException) -> str
     disk_full = os_error((errno.ENOSPC,), "No space left on device")
     read_only = os_error((errno.EACCES, errno.EROFS, errno.EPERM), "Read-only file system")
     corrupt = first(lambda e: type(e).__name__ == "DataLossError")
-    if disk_full:
+    store_lost = first(lambda e: "metadata source error" in str(e))
+    if store_lost:
+        advice = (f"The ML Metadata store {config.metadata} stopped answering during the run: once it is back, "
+                  "run the same command again; finished components are reused from the cache.")
+    elif disk_full:
         advice = f"The disk holding {config.output_dir} is full: free space there, then run the same command again."
     elif read_only:
         advice = f"{config.output_dir} is not writable: pass a writable --output-dir or fix its permissions."
@@ -132,7 +135,7 @@ def explain_failure(config: configs.PipelineConfig, error: BaseException) -> str
                   "recompute every component.")
     else:
         advice = "Fix the cause and run the same command again: finished components are reused from the cache."
-    what = _first_line(disk_full or read_only or corrupt or chain[-1])
+    what = _first_line(store_lost or disk_full or read_only or corrupt or chain[-1])
     where = failed_component(config)
     place = f" in {where}" if where else ""
     return (f"The run failed{place}: {what}\n{advice}\n"
@@ -151,9 +154,13 @@ def run(config: configs.PipelineConfig, verbose: bool = False) -> run_summary.Ru
     with `verbose`).
     """
     try:
-        config.metadata_path.parent.mkdir(parents=True, exist_ok=True)
+        config.lock_path.parent.mkdir(parents=True, exist_ok=True)
         config.pipeline_root.mkdir(parents=True, exist_ok=True)
         with exclusive_run(config):
+            try:
+                metadata_store.connect(config.metadata)  # creates the database on first use
+            except metadata_store.MetadataStoreError as error:
+                raise PipelineFailed(f"{error}\nNothing ran; the served model is unchanged.") from None
             return _run_locked(config)
     except (PipelineFailed, RunInProgress):
         raise
@@ -165,10 +172,10 @@ def run(config: configs.PipelineConfig, verbose: bool = False) -> run_summary.Ru
 
 
 def _run_locked(config: configs.PipelineConfig) -> run_summary.RunSummary:
-    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(str(config.metadata_path))
+    metadata = config.metadata.connection_config()
     print(
         f"Running {config.pipeline_name} on {config.input_path}\n"
-        f"  pipeline root: {config.pipeline_root}\n  metadata:      {config.metadata_path}",
+        f"  pipeline root: {config.pipeline_root}\n  metadata:      {config.metadata}",
         flush=True,
     )
     logging.set_verbosity(logging.INFO)
@@ -184,12 +191,12 @@ def _run_locked(config: configs.PipelineConfig) -> run_summary.RunSummary:
         raise PipelineFailed(
             f"{message}\nThe run stopped before training; nothing was pushed and the served model is unchanged."
         ) from error
-    summary = run_summary.summarize_run(config.metadata_path, config.pipeline_name)
+    summary = run_summary.summarize_run(config.metadata, config.pipeline_name)
     summary.total_wall_time_s = round(time.time() - started, 1)
     try:
         from pipeline import report  # matplotlib and TFMA only once the run is done
 
-        summary.report_path = str(report.write_report(config.metadata_path, config.pipeline_root, summary))
+        summary.report_path = str(report.write_report(config.metadata, config.pipeline_root, summary))
     except Exception:  # the report must not turn a finished run into a failed one
         logging.exception("Writing the run report failed")
     path = run_summary.write_summary(summary, config.pipeline_root)

@@ -452,17 +452,22 @@ def read_text_file(path: Path) -> list[str]:
     return frame["text"].tolist()
 
 
-def examples_uri_for_version(metadata_path: Path, model_dir: Path) -> tuple[str, str]:
+def examples_uri_for_version(metadata, model_dir: Path) -> tuple[str, str]:
     """(Examples URI, how it was found): the ExampleGen output upstream of the push of `model_dir`
-    in ML Metadata, else the newest ExampleGen output in the store."""
+    in ML Metadata, else the newest ExampleGen output in the store.
+
+    `metadata`: the store, as a SQLite path, URI or metadata_store.StoreAddress.
+    """
     from ml_metadata.proto import metadata_store_pb2
 
-    from pipeline import run_summary
+    from pipeline import metadata_store, run_summary
 
-    if not Path(metadata_path).is_file():
-        raise MonitorError(f"no ML Metadata at {metadata_path}: cannot find the data the model was trained on; "
-                           "give --output-dir of the run that pushed it, or --reference-data FILE")
-    store = run_summary.open_store(metadata_path)
+    store_address = metadata_store.as_address(metadata)
+    try:
+        store = run_summary.open_store(store_address)
+    except metadata_store.MetadataStoreError as error:
+        raise MonitorError(f"{error} (the data the model was trained on is found there; or give "
+                           "--reference-data FILE)") from None
     outputs = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
     inputs = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
     type_names: dict[int, str] = {}
@@ -493,13 +498,13 @@ def examples_uri_for_version(metadata_path: Path, model_dir: Path) -> tuple[str,
         ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id]) if e.type in inputs]
         for artifact in store.get_artifacts_by_id(ids) if ids else []:
             if is_example_gen_output(artifact):
-                return artifact.uri, f"lineage of the push of {model_dir.name} in {metadata_path}"
+                return artifact.uri, f"lineage of the push of {model_dir.name} in {store_address}"
             frontier += producers(artifact.id)
     candidates = [a for a in store.get_artifacts_by_type("Examples") if is_example_gen_output(a)]
     if not candidates:
-        raise MonitorError(f"no ExampleGen output in {metadata_path}; give --reference-data FILE")
+        raise MonitorError(f"no ExampleGen output in {store_address}; give --reference-data FILE")
     newest = max(candidates, key=lambda a: a.create_time_since_epoch)
-    return newest.uri, (f"newest ExampleGen output in {metadata_path} (no push of {model_dir} recorded there)")
+    return newest.uri, (f"newest ExampleGen output in {store_address} (no push of {model_dir} recorded there)")
 
 
 def model_scorer(model_dir: Path, batch_size: int = 64) -> Callable[[Sequence[str]], tuple[list[float], list[int]]]:
@@ -787,7 +792,12 @@ def _run_command(args) -> Outcome:
     log_dirs = [Path(p) for p in (args.log_dir or [output_dir / "requests" / pipeline_name])]
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
-    metadata_path = output_dir / "metadata" / f"{pipeline_name}.sqlite"
+    from pipeline import metadata_store
+
+    try:
+        store_address = metadata_store.address_for(args.metadata, output_dir / "metadata" / f"{pipeline_name}.sqlite")
+    except metadata_store.MetadataStoreError as error:
+        raise MonitorError(str(error)) from None
 
     def reference_for(traffic_version: int | None) -> Reference:
         from pipeline import serve
@@ -806,7 +816,7 @@ def _run_command(args) -> Outcome:
                 raise MonitorError(f"no such reference data file: {path}")
             return model_reference(model_dir, version, lambda: read_text_file(path), str(path), str(path),
                                    monitoring.reference_examples, dataset.token_level)
-        uri, how = examples_uri_for_version(metadata_path, model_dir)
+        uri, how = examples_uri_for_version(store_address, model_dir)
         return model_reference(model_dir, version, lambda: read_eval_texts(uri), f"eval split of {uri} ({how})",
                                f"eval split of {uri}", monitoring.reference_examples, dataset.token_level)
 
@@ -831,6 +841,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--until", help="end of the window (exclusive); default: now")
     parser.add_argument("--output-dir", help="the run's output directory: metadata, serving, and monitoring/ "
                         "(default: $SENTIMENT_OUTPUT_DIR or ./outputs)")
+    parser.add_argument("--metadata", metavar="URI", help="the ML Metadata store the run used (as for `run`; "
+                        "default $SENTIMENT_METADATA_URI, else the SQLite file under --output-dir)")
     parser.add_argument("--model-base-dir", help="the serving directory of numbered versions "
                         "(default: <output-dir>/serving/sentiment-<dataset>)")
     parser.add_argument("--monitoring-dir", help="where windows and the cached reference statistics go "

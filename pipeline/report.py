@@ -55,10 +55,10 @@ class ReportData:
 # --- gathering ------------------------------------------------------------------------------------
 
 
-def _run_artifacts(metadata_path: Path, run_id: str) -> dict[str, list[str]]:
+def _run_artifacts(metadata, run_id: str) -> dict[str, list[str]]:
     from pipeline import run_summary
 
-    store = run_summary.open_store(metadata_path)
+    store = run_summary.open_store(metadata)
     run = store.get_context_by_type_and_name("pipeline_run", run_id)
     found: dict[str, list[str]] = {}
     for execution in store.get_executions_by_context(run.id):
@@ -133,10 +133,10 @@ def sample_test_reviews(examples_uri: str, count: int = SAMPLE_REVIEWS, max_char
     return [(t, 1) for t in by_label[1]] + [(t, 0) for t in by_label[0]]
 
 
-def gather(metadata_path: Path, summary) -> ReportData:
+def gather(metadata, summary) -> ReportData:
     from pipeline import predict
 
-    artifacts = _run_artifacts(metadata_path, summary.run_id)
+    artifacts = _run_artifacts(metadata, summary.run_id)
     history: dict[str, list[float]] = {}
     for uri in artifacts.get("ModelRun", []):
         path = Path(uri) / "history.json"
@@ -408,8 +408,9 @@ def render(data: ReportData, out_dir: Path) -> Path:
     return path
 
 
-def write_report(metadata_path: Path, pipeline_root: Path, summary) -> Path:
-    return render(gather(metadata_path, summary), pipeline_root / REPORT_DIR)
+def write_report(metadata, pipeline_root: Path, summary) -> Path:
+    """`metadata`: the store, as a SQLite path, URI or metadata_store.StoreAddress."""
+    return render(gather(metadata, summary), pipeline_root / REPORT_DIR)
 
 
 def screenshot(html_path: Path, png_path: Path, width: int = 1200, height: int = 3000,

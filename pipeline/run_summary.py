@@ -13,6 +13,8 @@ from typing import Any
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline.metadata_store import StoreAddress, as_address, connect
+
 SUMMARY_FILE = "run_summary.json"
 INGESTION_KEYS = ("rows_in", "examples_out", "rows_quarantined", "test_texts_in_training")
 _STATE_NAMES = {
@@ -31,6 +33,8 @@ class ComponentRun:
 class RunSummary:
     pipeline_name: str
     run_id: str
+    # The ML Metadata store the run recorded itself in (a URI without secrets).
+    metadata_uri: str = ""
     components: list[ComponentRun] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     # Rows in, examples out, rows quarantined, test texts also in training.
@@ -59,7 +63,10 @@ class RunSummary:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     def format(self) -> str:
-        lines = [f"Run {self.run_id} of {self.pipeline_name}", "  component                      state      wall time"]
+        lines = [f"Run {self.run_id} of {self.pipeline_name}"]
+        if self.metadata_uri:
+            lines.append(f"  metadata store: {self.metadata_uri}")
+        lines += ["  component                      state      wall time"]
         for run in self.components:
             lines.append(f"  {run.component:<30} {run.state:<10} {run.wall_time_s:8.1f} s")
         lines.append(f"  {'total':<30} {'':<10} {self.total_wall_time_s:8.1f} s")
@@ -93,11 +100,9 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def open_store(metadata_path: Path) -> metadata_store.MetadataStore:
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(metadata_path)
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
+def open_store(location: StoreAddress | Path | str) -> metadata_store.MetadataStore:
+    """The store to read: a SQLite file's path, a store URI or address (pipeline/metadata_store.py)."""
+    return connect(location, readonly=True)
 
 
 def latest_run_id(store: metadata_store.MetadataStore, pipeline_name: str) -> str:
@@ -179,11 +184,11 @@ def load_metrics(evaluation_uri: str) -> dict[str, float]:
     return metrics
 
 
-def summarize_run(metadata_path: Path, pipeline_name: str, run_id: str | None = None) -> RunSummary:
-    store = open_store(metadata_path)
+def summarize_run(location: StoreAddress | Path | str, pipeline_name: str, run_id: str | None = None) -> RunSummary:
+    store = open_store(location)
     run_id = run_id or latest_run_id(store, pipeline_name)
     run_context = store.get_context_by_type_and_name("pipeline_run", run_id)
-    summary = RunSummary(pipeline_name=pipeline_name, run_id=run_id)
+    summary = RunSummary(pipeline_name=pipeline_name, run_id=run_id, metadata_uri=str(as_address(location)))
     executions = sorted(store.get_executions_by_context(run_context.id), key=lambda e: e.create_time_since_epoch)
     for execution in executions:
         component = component_id(store, execution)

@@ -1,4 +1,6 @@
-"""The whole pipeline on a few hundred rows of real polarity data.
+"""The whole pipeline on a few hundred rows of real polarity data, with ML
+Metadata on a PostgreSQL server (tests/conftest.py: postgres_server), as a
+shared deployment keeps it; the other end-to-end tests use the SQLite default.
 
 Run 1 uses a gate any model clears: every component must leave its output in
 ML Metadata, and the model must be blessed, pushed, and score raw strings.
@@ -49,25 +51,45 @@ def small_polarity_csv(tmp_path_factory):
     return _write(tmp_path_factory.mktemp("data") / "rt-polarity.csv.gz", _real_polarity_lines(ROWS))
 
 
-def _config(input_path: Path, output_dir: Path, min_accuracy: float) -> configs.PipelineConfig:
+def _config(input_path: Path, output_dir: Path, min_accuracy: float, metadata_uri: str) -> configs.PipelineConfig:
     dataset = configs.with_overrides(
         configs.POLARITY, {**SMALL_MODEL, "evaluation.min_accuracy": str(min_accuracy)})
-    return configs.PipelineConfig(dataset=dataset, input_path=input_path, output_dir=output_dir)
+    return configs.PipelineConfig(dataset=dataset, input_path=input_path, output_dir=output_dir,
+                                  metadata_uri=metadata_uri)
 
 
 @pytest.fixture(scope="module")
-def runs(small_polarity_csv, tmp_path_factory):
+def metadata_uri(postgres_server):
+    return f"{postgres_server}/mlmd_e2e"
+
+
+@pytest.fixture(scope="module")
+def runs(small_polarity_csv, tmp_path_factory, metadata_uri):
     output_dir = tmp_path_factory.mktemp("outputs")
-    blessed_run = local_runner.run(_config(small_polarity_csv, output_dir, min_accuracy=0.0))
-    gated_run = local_runner.run(_config(small_polarity_csv, output_dir, min_accuracy=1.01))
+    blessed_run = local_runner.run(_config(small_polarity_csv, output_dir, 0.0, metadata_uri))
+    gated_run = local_runner.run(_config(small_polarity_csv, output_dir, 1.01, metadata_uri))
     return output_dir, blessed_run, gated_run
 
 
-def test_every_component_ran_and_recorded_its_outputs(runs):
+def test_the_runs_recorded_themselves_on_the_postgres_server_not_in_sqlite(runs, metadata_uri):
+    output_dir, blessed_run, gated_run = runs
+    assert blessed_run.metadata_uri == gated_run.metadata_uri == metadata_uri
+    assert not list((output_dir / "metadata").glob("*.sqlite"))
+    store = run_summary.open_store(metadata_uri)
+    run_ids = {c.name for c in store.get_contexts_by_type("pipeline_run")}
+    assert {blessed_run.run_id, gated_run.run_id} <= run_ids
+    # Each summary describes its own run, read back from the server.
+    assert run_summary.summarize_run(metadata_uri, "sentiment-polarity", blessed_run.run_id).pushed
+    assert not run_summary.summarize_run(metadata_uri, "sentiment-polarity", gated_run.run_id).pushed
+    assert json.loads((output_dir / "pipelines" / "sentiment-polarity" / run_summary.SUMMARY_FILE).read_text())[
+        "metadata_uri"] == metadata_uri
+
+
+def test_every_component_ran_and_recorded_its_outputs(runs, metadata_uri):
     output_dir, blessed_run, _ = runs
     assert {c.component for c in blessed_run.components} == EXPECTED_COMPONENTS
     assert all(c.state == "COMPLETE" for c in blessed_run.components), blessed_run.components
-    store = run_summary.open_store(output_dir / "metadata" / "sentiment-polarity.sqlite")
+    store = run_summary.open_store(metadata_uri)
     types = {store.get_artifact_types_by_id([a.type_id])[0].name for a in store.get_artifacts()}
     assert {"Examples", "ExampleStatistics", "Schema", "ExampleAnomalies", "TransformGraph", "Model",
             "ModelRun", "ModelEvaluation", "ModelBlessing", "InfraBlessing", "PushedModel"} <= types
@@ -75,10 +97,10 @@ def test_every_component_ran_and_recorded_its_outputs(runs):
         assert Path(artifact.uri).exists(), artifact.uri
 
 
-def test_the_trainer_trained_the_default_ensemble_member_by_member(runs):
+def test_the_trainer_trained_the_default_ensemble_member_by_member(runs, metadata_uri):
     output_dir, _, _ = runs
     assert configs.POLARITY.model.ensemble_size > 1  # what these runs keep from the default model
-    store = run_summary.open_store(output_dir / "metadata" / "sentiment-polarity.sqlite")
+    store = run_summary.open_store(metadata_uri)
     [model_run] = [a for a in store.get_artifacts()
                    if store.get_artifact_types_by_id([a.type_id])[0].name == "ModelRun"]
     history = json.loads((Path(model_run.uri) / trainer.HISTORY_FILE).read_text())
@@ -140,11 +162,12 @@ def test_impossible_gate_blocks_the_push_and_keeps_the_served_version(runs):
     assert _served_entries(output_dir) == [Path(blessed_run.pushed_path).name]
 
 
-def test_bad_labels_stop_the_run_before_transform_and_push_nothing(runs, tmp_path, capsys):
+def test_bad_labels_stop_the_run_before_transform_and_push_nothing(runs, tmp_path, capsys, metadata_uri):
     output_dir, blessed_run, _ = runs
     lines = _real_polarity_lines(ROWS) + ["a label out of its domain,2\n"] * 3
     bad_csv = _write(tmp_path / "rt-polarity.csv.gz", lines)
-    args = ["run", "--dataset", "polarity", "--input", str(bad_csv), "--output-dir", str(output_dir)]
+    args = ["run", "--dataset", "polarity", "--input", str(bad_csv), "--output-dir", str(output_dir),
+            "--metadata", metadata_uri]
     for key, value in SMALL_MODEL.items():
         args += ["--set", f"{key}={value}"]
 
@@ -155,9 +178,9 @@ def test_bad_labels_stop_the_run_before_transform_and_push_nothing(runs, tmp_pat
     assert "Anomalies artifact: " + str(output_dir) in message
     assert "nothing was pushed" in message
 
-    store = run_summary.open_store(output_dir / "metadata" / "sentiment-polarity.sqlite")
+    store = run_summary.open_store(metadata_uri)
     run_id = run_summary.latest_run_id(store, "sentiment-polarity")
     ran = {c.component for c in run_summary.summarize_run(
-        output_dir / "metadata" / "sentiment-polarity.sqlite", "sentiment-polarity", run_id).components}
+        metadata_uri, "sentiment-polarity", run_id).components}
     assert "ExampleValidator" in ran and "Transform" not in ran and "Trainer" not in ran
     assert _served_entries(output_dir) == [Path(blessed_run.pushed_path).name]

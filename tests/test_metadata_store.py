@@ -1,0 +1,127 @@
+"""The ML Metadata store's address: URIs, secrets kept out of them, and a server that
+is down or refuses the login stopping a run with one clear line."""
+
+import gzip
+import socket
+
+import pytest
+
+from pipeline import metadata_store
+from pipeline.__main__ import main
+from pipeline.metadata_store import MetadataStoreError, StoreAddress
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+@pytest.mark.parametrize("uri, shown, kind", [
+    ("sqlite:///tmp/a/store.sqlite", "sqlite:///tmp/a/store.sqlite", "sqlite"),
+    ("/tmp/b.sqlite", "sqlite:///tmp/b.sqlite", "sqlite"),
+    ("postgresql://ml@db.example:6543/mlmd", "postgresql://ml@db.example:6543/mlmd", "postgresql"),
+    ("postgres://ml@db.example/mlmd?sslmode=require", "postgresql://ml@db.example:5432/mlmd?sslmode=require",
+     "postgresql"),
+    ("mysql://ml@db.example/mlmd", "mysql://ml@db.example:3306/mlmd", "mysql"),
+])
+def test_a_uri_parses_into_the_store_it_names(uri, shown, kind):
+    address = StoreAddress.parse(uri)
+    assert (str(address), address.kind) == (shown, kind)
+    config = address.connection_config()
+    assert config.WhichOneof("config") == kind
+
+
+def test_the_postgresql_config_carries_the_uri_fields_and_no_password():
+    config = StoreAddress.parse("postgresql://ml@db.example:6543/mlmd?sslmode=require").connection_config()
+    assert (config.postgresql.host, config.postgresql.port, config.postgresql.user, config.postgresql.dbname,
+            config.postgresql.ssloption.sslmode) == ("db.example", "6543", "ml", "mlmd", "require")
+    # libpq reads PGPASSWORD / PGPASSFILE / ~/.pgpass itself when these stay unset.
+    assert not config.postgresql.password and not config.postgresql.passfile
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("postgresql://ml:hunter2@db/mlmd", "put it in PGPASSWORD or a passfile"),
+    ("mysql://ml:hunter2@db/mlmd", "put it in MYSQL_PWD"),
+    ("http://db/mlmd", "the scheme must be one of"),
+    ("postgresql://db/mlmd", "write postgresql://USER@HOST[:PORT]/DBNAME"),
+    ("postgresql://ml@db/", "write postgresql://USER@HOST[:PORT]/DBNAME"),
+    ("postgresql://ml@db/mlmd?pool=3", "unknown option(s) pool"),
+    ("sqlite://host/store", "three slashes"),
+])
+def test_a_wrong_uri_is_refused_and_a_password_never_echoed(uri, message):
+    with pytest.raises(MetadataStoreError, match=message.replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[").replace("]", r"\]")) as raised:
+        StoreAddress.parse(uri)
+    assert "hunter2" not in str(raised.value)
+
+
+def test_the_environment_names_the_store_when_the_command_line_does_not(monkeypatch, tmp_path):
+    monkeypatch.delenv(metadata_store.ENV_URI, raising=False)
+    assert metadata_store.address_for(None, tmp_path / "x.sqlite") == StoreAddress.sqlite(tmp_path / "x.sqlite")
+    monkeypatch.setenv(metadata_store.ENV_URI, "postgresql://ml@db/mlmd")
+    assert str(metadata_store.address_for(None, tmp_path / "x.sqlite")) == "postgresql://ml@db:5432/mlmd"
+    assert str(metadata_store.address_for("postgresql://ml@db/other", tmp_path)) == "postgresql://ml@db:5432/other"
+
+
+def test_the_server_store_is_created_on_first_use_and_shared(postgres_server):
+    uri = f"{postgres_server}/mlmd_shared_unit"
+    writer = metadata_store.connect(uri)
+    [type_id] = [writer.put_artifact_type(_artifact_type())]
+    from ml_metadata.proto import metadata_store_pb2
+
+    artifact = metadata_store_pb2.Artifact(type_id=type_id, uri="/somewhere")
+    [artifact_id] = writer.put_artifacts([artifact])
+    reader = metadata_store.connect(uri, readonly=True)
+    assert [a.uri for a in reader.get_artifacts_by_id([artifact_id])] == ["/somewhere"]
+
+
+def _artifact_type():
+    from ml_metadata.proto import metadata_store_pb2
+
+    return metadata_store_pb2.ArtifactType(name="UnitTestThing")
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_server_that_is_down_gives_one_line_naming_it(postgres_server):
+    uri = f"postgresql://{postgres_server.split('//')[1].split('@')[0]}@127.0.0.1:{_closed_port()}/mlmd"
+    with pytest.raises(MetadataStoreError) as raised:
+        metadata_store.connect(uri)
+    message = str(raised.value)
+    assert message.startswith(f"the ML Metadata store {StoreAddress.parse(uri)} cannot be used: ")
+    assert "ECONNREFUSED" in message or "Connection refused" in message
+    assert "\n" not in message
+
+
+def test_a_refused_login_gives_the_servers_reason(postgres_server, monkeypatch):
+    monkeypatch.delenv("PGPASSFILE")
+    monkeypatch.setenv("PGPASSWORD", "not-the-password")
+    with pytest.raises(MetadataStoreError, match=r'password authentication failed for user "[^"]+"\. Check'):
+        metadata_store.connect(f"{postgres_server}/mlmd_refused")
+
+
+def test_a_run_against_a_server_that_is_down_exits_1_with_one_paragraph(postgres_server, tmp_path, capsys):
+    data = tmp_path / "reviews.csv.gz"
+    with gzip.open(data, "wt") as f:
+        f.write("text,label\n" + "".join(f"review {i} good,1\nreview {i} bad,0\n" for i in range(20)))
+    uri = f"postgresql://{postgres_server.split('//')[1].split('@')[0]}@127.0.0.1:{_closed_port()}/mlmd"
+    code = main(["run", "--dataset", "polarity", "--input", str(data), "--output-dir", str(tmp_path / "out"),
+                 "--metadata", uri])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"the ML Metadata store {StoreAddress.parse(uri)} cannot be used" in err
+    assert "Nothing ran; the served model is unchanged." in err
+    assert TRACEBACK not in err
+    assert not (tmp_path / "out" / "serving").exists()
+
+
+def test_a_password_on_the_command_line_is_refused_before_anything_runs(tmp_path, capsys):
+    data = tmp_path / "reviews.csv.gz"
+    with gzip.open(data, "wt") as f:
+        f.write("text,label\ngood,1\nbad,0\n")
+    with pytest.raises(SystemExit) as raised:
+        main(["run", "--dataset", "polarity", "--input", str(data), "--output-dir", str(tmp_path / "out"),
+              "--metadata", "postgresql://ml:hunter2@db/mlmd"])
+    assert "put it in PGPASSWORD or a passfile" in str(raised.value.code)
+    assert "hunter2" not in str(raised.value.code)
