@@ -7,6 +7,7 @@ batch_size x max_len.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -88,6 +89,24 @@ def length_batched_dataset(
     return dataset.prefetch(2).with_options(options)
 
 
+def check_complete(paths: list[str]) -> None:
+    """Raises DataLossError for a GZIP file that is cut short or corrupt.
+
+    TensorFlow's GZIP reader takes a file cut at some points as complete (the
+    cut lands where a record ends: measured on a transformed split, 28 of 380
+    cut points read back fewer records without an error), so a truncated cached
+    artifact would train on part of its data without a word. Python's gzip
+    checks the end-of-stream marker, the CRC and the length.
+    """
+    for path in paths:
+        try:
+            with tf.io.gfile.GFile(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as stream:
+                while stream.read(1 << 22):
+                    pass
+        except (EOFError, OSError) as error:
+            raise tf.errors.DataLossError(None, None, f"{path} is truncated or corrupt: {error}") from None
+
+
 def input_fn(
     file_patterns: list[str],
     tf_transform_output: tft.TFTransformOutput,
@@ -101,6 +120,7 @@ def input_fn(
     files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no transformed examples match {file_patterns}")
+    check_complete(files)
     feature_spec = tf_transform_output.transformed_feature_spec()
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if shuffle:
