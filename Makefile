@@ -101,3 +101,20 @@ replay-spans: $(STAMP)
 # 90 %-positive traffic through `serve --log-requests`, then `monitor` on each window.
 monitor-skew: $(STAMP)
 	$(PY) bench/monitor_skew.py --dataset $(DATASET) --output-dir $(OUTPUT_DIR)
+
+# --- A shared deployment (README: "Deploying") ---
+.PHONY: postgres postgres-stop concurrent-runs
+POSTGRES_DIR ?= .postgres
+POSTGRES_PORT ?= 5433
+
+# A development PostgreSQL server for ML Metadata (and Airflow); prints its URI.
+# Then: export PGPASSFILE=$(POSTGRES_DIR)/pgpass and pass --metadata postgresql://USER@127.0.0.1:PORT/mlmd
+postgres:
+	bash scripts/start_postgres.sh $(POSTGRES_DIR) $(POSTGRES_PORT)
+
+postgres-stop:
+	bash scripts/stop_postgres.sh $(POSTGRES_DIR)
+
+# Polarity and an IMDB slice at the same time on one PostgreSQL store and one output root (~10 min).
+concurrent-runs: $(STAMP)
+	$(PY) bench/concurrent_runs.py --work-dir /tmp/sentiment-concurrent

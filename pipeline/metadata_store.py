@@ -24,6 +24,7 @@ import dataclasses
 import os
 import re
 import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -149,11 +150,20 @@ def _stderr_captured():
             captured.append(sink.read().decode("utf-8", "replace"))
 
 
-def _server_reason(log: str) -> str:
-    """The server's reason in ml-metadata's stderr, on one line."""
+def _server_reason(log: str, error: str) -> str:
+    """The server's reason, on one line: from ml-metadata's stderr, else from its exception."""
     match = re.search(r"(?:PostgreSQL|MySQL) error: (.*?)(?:\n[IWEF]\d{4} |\Z)", log, re.S)
-    reason = match.group(1) if match else ""
+    reason = match.group(1) if match else error.split("metadata source error:")[-1]
+    if "connection pointer is NULL" in reason:
+        reason = ""
     return " ".join(reason.split()) or "no reason given"
+
+
+# Two clients using a new store at once race to create its database and tables;
+# the loser sees one of these, and finds the store ready when it tries again.
+_CREATION_RACE = ("already exists", "duplicate key", "deadlock detected", "could not serialize",
+                  "retry the connection")
+_ATTEMPTS = 5
 
 
 def connect(location: StoreAddress | Path | str, readonly: bool = False) -> metadata_store.MetadataStore:
@@ -164,12 +174,18 @@ def connect(location: StoreAddress | Path | str, readonly: bool = False) -> meta
             raise MetadataStoreError(f"no ML Metadata store at {address.path}: has the pipeline run with this "
                                      "--output-dir (or --metadata)?")
         return metadata_store.MetadataStore(address.connection_config(readonly=readonly))
-    with _stderr_captured() as log:
-        try:
-            return metadata_store.MetadataStore(address.connection_config())
-        except Exception as error:  # ml-metadata raises RuntimeError with no reason
-            failure = error
-    reason = _server_reason(log[0]) if log else str(failure)
+    for attempt in range(_ATTEMPTS):
+        with _stderr_captured() as log:
+            try:
+                return metadata_store.MetadataStore(address.connection_config())
+            except Exception as error:  # ml-metadata raises RuntimeError, often with no reason
+                failure = error
+        said = f"{failure}\n{log[0] if log else ''}"
+        if attempt + 1 < _ATTEMPTS and any(marker in said for marker in _CREATION_RACE):
+            time.sleep(0.2 * 2 ** attempt)
+            continue
+        break
+    reason = _server_reason(log[0] if log else "", str(failure))
     reason += "" if reason.endswith((".", "?")) else "."
     raise MetadataStoreError(
         f"the ML Metadata store {address} cannot be used: {reason} Check that the server runs and that the "

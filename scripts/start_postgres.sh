@@ -12,7 +12,8 @@
 # scripts/stop_postgres.sh DIR. Prints the server's URI (without password) on stdout.
 set -euo pipefail
 DIR="$(mkdir -p "${1:-.postgres}" && cd "${1:-.postgres}" && pwd)"
-PORT="${2:-5433}"
+# The port of the first start is kept in DIR/port: a restart without PORT reuses it.
+PORT="${2:-$(cat "${DIR}/port" 2>/dev/null || echo 5433)}"
 USER_NAME="${PGUSER_NAME:-$(id -un)}"
 
 bindir() {
@@ -48,6 +49,7 @@ else
 fi
 # The server's port is in postmaster.pid when it was started with another PORT before.
 PORT="$(sed -n 4p "$DIR/data/postmaster.pid")"
+echo "$PORT" > "$DIR/port"
 # root connects as the `root` role; create it once.
 if [ "$OWNER" != "$USER_NAME" ]; then
   "${RUN[@]}" "$BIN/psql" -h "$DIR" -p "$PORT" -U "$OWNER" -d postgres -tAc \

@@ -125,3 +125,22 @@ def test_a_password_on_the_command_line_is_refused_before_anything_runs(tmp_path
               "--metadata", "postgresql://ml:hunter2@db/mlmd"])
     assert "put it in PGPASSWORD or a passfile" in str(raised.value.code)
     assert "hunter2" not in str(raised.value.code)
+
+
+def test_clients_that_create_a_new_store_at_the_same_moment_all_connect(postgres_server, tmp_path):
+    """Two runs started together race to create the database and its tables; neither may fail."""
+    import subprocess
+    import sys
+    import time
+
+    from pipeline import configs
+
+    uri = f"{postgres_server}/mlmd_race_{int(time.time() * 1000)}"
+    start = time.time() + 8  # every client imports first, then connects at this instant
+    code = ("import sys, time\nfrom pipeline import metadata_store\n"
+            "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+            "metadata_store.connect(sys.argv[1])\nprint('connected')\n")
+    clients = [subprocess.Popen([sys.executable, "-c", code, uri, str(start)], cwd=configs.PROJECT_ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outcomes = [(client.wait(timeout=120), client.stdout.read(), client.stderr.read()[-500:]) for client in clients]
+    assert [(code, out.strip()) for code, out, _ in outcomes] == [(0, "connected")] * 3, outcomes
