@@ -90,10 +90,11 @@ def make_parser() -> argparse.ArgumentParser:
     serve.add_parser(commands)
     monitor.add_parser(commands)
 
-    from pipeline import bulk_inference, spans
+    from pipeline import bulk_inference, lineage, spans
 
     spans.add_parser(commands)
     bulk_inference.add_parser(commands)
+    lineage.add_parser(commands)
     return parser
 
 
@@ -123,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline import bulk_inference
 
         return bulk_inference.score_command(args)
+    if args.command == "lineage":
+        from pipeline import lineage
+
+        return lineage.lineage_command(args)
     if args.command == "run":
         config = build_config(args)
         if args.beam_profile or args.beam_option:

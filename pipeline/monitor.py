@@ -454,13 +454,11 @@ def read_text_file(path: Path) -> list[str]:
 
 def examples_uri_for_version(metadata, model_dir: Path) -> tuple[str, str]:
     """(Examples URI, how it was found): the ExampleGen output upstream of the push of `model_dir`
-    in ML Metadata, else the newest ExampleGen output in the store.
+    in ML Metadata (pipeline/lineage.py walks it), else the newest ExampleGen output in the store.
 
     `metadata`: the store, as a SQLite path, URI or metadata_store.StoreAddress.
     """
-    from ml_metadata.proto import metadata_store_pb2
-
-    from pipeline import metadata_store, run_summary
+    from pipeline import lineage, metadata_store, run_summary
 
     store_address = metadata_store.as_address(metadata)
     try:
@@ -468,39 +466,12 @@ def examples_uri_for_version(metadata, model_dir: Path) -> tuple[str, str]:
     except metadata_store.MetadataStoreError as error:
         raise MonitorError(f"{error} (the data the model was trained on is found there; or give "
                            "--reference-data FILE)") from None
-    outputs = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-    inputs = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
-    type_names: dict[int, str] = {}
-
-    def type_name(artifact) -> str:
-        if artifact.type_id not in type_names:
-            type_names[artifact.type_id] = store.get_artifact_types_by_id([artifact.type_id])[0].name
-        return type_names[artifact.type_id]
-
-    def producers(artifact_id: int) -> list:
-        ids = [e.execution_id for e in store.get_events_by_artifact_ids([artifact_id]) if e.type in outputs]
-        return store.get_executions_by_id(ids) if ids else []
-
-    def is_example_gen_output(artifact) -> bool:
-        return type_name(artifact) == "Examples" and any(
-            run_summary.component_id(store, e).startswith("ExampleGen") for e in producers(artifact.id))
-
-    wanted = os.path.realpath(model_dir)
-    pushes = [a for a in store.get_artifacts_by_type("PushedModel")
-              if os.path.realpath(run_summary._custom_str(a, "pushed_destination") or "/nonexistent") == wanted]
-    seen_executions: set[int] = set()
-    frontier = [e for push in pushes for e in producers(push.id)]
-    while frontier:  # upstream, breadth first: Pusher -> Trainer -> Transform -> ExampleGen's Examples
-        execution = frontier.pop(0)
-        if execution.id in seen_executions:
-            continue
-        seen_executions.add(execution.id)
-        ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id]) if e.type in inputs]
-        for artifact in store.get_artifacts_by_id(ids) if ids else []:
-            if is_example_gen_output(artifact):
-                return artifact.uri, f"lineage of the push of {model_dir.name} in {store_address}"
-            frontier += producers(artifact.id)
-    candidates = [a for a in store.get_artifacts_by_type("Examples") if is_example_gen_output(a)]
+    graph = lineage.MetadataGraph(store)
+    pushers = [e for push in lineage.pushes_of(graph, model_dir) for e in graph.producers(push.id)]
+    found = lineage.training_examples(graph, pushers)
+    if found:
+        return found[0].uri, f"lineage of the push of {model_dir.name} in {store_address}"
+    candidates = [a for a in store.get_artifacts_by_type("Examples") if graph.is_example_gen_output(a)]
     if not candidates:
         raise MonitorError(f"no ExampleGen output in {store_address}; give --reference-data FILE")
     newest = max(candidates, key=lambda a: a.create_time_since_epoch)
