@@ -90,7 +90,8 @@ def test_dagbag_imports_the_dag_with_one_task_per_component(airflow_env):
         f"dag = bag.dags.get({DAG_ID!r})\n"
         "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, 'dag_ids': bag.dag_ids,\n"
         "  'tasks': {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks} if dag else None,\n"
-        "  'schedule': str(dag.schedule_interval) if dag else None}))\n"
+        "  'schedule': str(dag.schedule_interval) if dag else None,\n"
+        "  'retries': sorted({t.retries for t in dag.tasks}) if dag else None}))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=airflow_env, capture_output=True,
                             text=True, timeout=600)
@@ -111,6 +112,65 @@ def test_dagbag_imports_the_dag_with_one_task_per_component(airflow_env):
         dataset=configs.POLARITY, input_path=Path("/data/polarity/rt-polarity.csv.gz"), output_dir=Path("/out")))
     assert tasks == {c.id: {u.id for u in c.upstream_nodes} for c in local.components}
     assert found["schedule"] == "None"  # manual runs unless SENTIMENT_AIRFLOW_SCHEDULE is set
+    assert found["retries"] == [1]  # a killed task runs once more (SENTIMENT_AIRFLOW_RETRIES)
+
+
+def test_one_dags_file_holds_both_dags_with_retries_and_the_postgresql_store(airflow_env, small_data_dir, tmp_path):
+    """The deployment's dags folder (bench/airflow_deployment.py): one file, SENTIMENT_DATASETS=polarity,imdb.
+
+    No server is needed: the DAGs only carry the PostgreSQL ConnectionConfig (nothing listens on port 1).
+    """
+    data_dir = tmp_path / "data"
+    (data_dir / "imdb").mkdir(parents=True)
+    (data_dir / "polarity").symlink_to(small_data_dir / "polarity")
+    for split in ("train", "test"):
+        with gzip.open(data_dir / "imdb" / f"{split}.csv.gz", "wt", encoding="utf-8") as f:
+            f.write("text,label\na fine film,1\na dull film,0\n")
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "sentiment_dags.py").write_text("from pipeline.airflow_dag import *  # noqa: F401,F403\n")
+    env = dict(airflow_env, AIRFLOW__CORE__DAGS_FOLDER=str(dags), SENTIMENT_DATA_DIR=str(data_dir),
+               SENTIMENT_DATASETS="polarity,imdb", SENTIMENT_METADATA_URI="postgresql://airflow@127.0.0.1:1/mlmd",
+               SENTIMENT_AIRFLOW_RETRIES="3", SENTIMENT_AIRFLOW_RETRY_DELAY="7")
+    script = (
+        "import json, os\n"
+        "from airflow.models import DagBag\n"
+        "from pipeline import airflow_dag\n"
+        "bag = DagBag(dag_folder=os.environ['AIRFLOW__CORE__DAGS_FOLDER'], include_examples=False)\n"
+        "def store(task):\n"
+        "    c = task.python_callable.keywords['metadata_connection_config']\n"
+        "    return [c.WhichOneof('config'), c.postgresql.host, c.postgresql.port, c.postgresql.user,\n"
+        "            c.postgresql.dbname, c.postgresql.password]\n"
+        "refused = []\n"
+        "for env in ({'SENTIMENT_DATASETS': 'polarity,imdb', 'SENTIMENT_INPUT': '/x.csv'},\n"
+        "            {'SENTIMENT_DATASETS': 'polarity,nope'}, {'SENTIMENT_AIRFLOW_RETRIES': '-1'}):\n"
+        "    try:\n"
+        "        airflow_dag.datasets_from_environment(env), airflow_dag.default_args_from_environment(env)\n"
+        "    except ValueError as error:\n"
+        "        refused.append(str(error))\n"
+        "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, 'dag_ids': sorted(bag.dag_ids),\n"
+        "  'retries': {d.dag_id: sorted({t.retries for t in d.tasks}) for d in bag.dags.values()},\n"
+        "  'delays': sorted({t.retry_delay.total_seconds() for d in bag.dags.values() for t in d.tasks}),\n"
+        "  'stores': sorted({json.dumps(store(t)) for d in bag.dags.values() for t in d.tasks}),\n"
+        "  'roots': sorted({t.python_callable.keywords['pipeline_info'].pipeline_root for d in bag.dags.values()\n"
+        "                   for t in d.tasks}), 'refused': refused}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    import json
+
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["errors"] == {}
+    assert found["dag_ids"] == ["sentiment-imdb", "sentiment-polarity"]
+    assert found["retries"] == {"sentiment-imdb": [3], "sentiment-polarity": [3]}
+    assert found["delays"] == [7.0]
+    # Every task of both DAGs records in the one PostgreSQL store; the password stays in libpq's passfile.
+    assert [json.loads(s) for s in found["stores"]] == [["postgresql", "127.0.0.1", "1", "airflow", "mlmd", ""]]
+    output_dir = Path(airflow_env["SENTIMENT_OUTPUT_DIR"])
+    assert found["roots"] == [str(output_dir / "pipelines" / d) for d in ("sentiment-imdb", "sentiment-polarity")]
+    assert len(found["refused"]) == 3, found["refused"]
+    assert "SENTIMENT_DATA_DIR" in found["refused"][0] and "nope" in found["refused"][1]
 
 
 @pytest.mark.e2e
