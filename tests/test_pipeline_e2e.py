@@ -184,3 +184,92 @@ def test_bad_labels_stop_the_run_before_transform_and_push_nothing(runs, tmp_pat
         metadata_uri, "sentiment-polarity", run_id).components}
     assert "ExampleValidator" in ran and "Transform" not in ran and "Trainer" not in ran
     assert _served_entries(output_dir) == [Path(blessed_run.pushed_path).name]
+
+
+def _lineage(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(["lineage", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_lineage_follows_the_served_version_back_to_its_run_gate_training_and_data(
+        runs, metadata_uri, small_polarity_csv, capsys):
+    from components import review_example_gen
+
+    output_dir, blessed_run, gated_run = runs
+    args = ["--dataset", "polarity", "--output-dir", str(output_dir), "--metadata", metadata_uri]
+    code, out, err = _lineage(args + ["--json"], capsys)
+    assert code == 0, err
+    lineage = json.loads(out)
+    version = int(Path(blessed_run.pushed_path).name)
+    assert lineage["version"] == version and lineage["metadata_uri"] == metadata_uri
+    # The run that pushed it, not the later gated run that reused its Trainer from the cache.
+    assert lineage["run_id"] == blessed_run.run_id != gated_run.run_id
+    assert lineage["pusher"]["pushed_model"]["destination"] == blessed_run.pushed_path
+    assert lineage["pusher"]["execution"]["state"] == "COMPLETE"
+    assert lineage["infra_validator"]["blessing"]["blessed"] is True
+
+    evaluator = lineage["evaluator"]
+    assert evaluator["blessing"]["blessed"] is True
+    assert evaluator["metrics"] == blessed_run.metrics
+    accuracy = next(t for t in evaluator["thresholds"] if t["metric"] == "binary_accuracy")
+    assert accuracy["value"] == {"lower_bound": 0.0} and accuracy["slices"] == ["overall"]
+    assert accuracy["change"] == {"direction": "HIGHER_IS_BETTER",
+                                  "absolute": -configs.POLARITY.evaluation.max_accuracy_drop}
+    assert evaluator["baseline_model"] is None  # the first blessed model had nothing to be compared with
+
+    trainer_ = lineage["trainer"]
+    assert trainer_["execution"]["run_id"] == blessed_run.run_id and trainer_["execution"]["state"] == "COMPLETE"
+    assert trainer_["models_fingerprint"] == configs.models_fingerprint()
+    assert trainer_["model"]["uri"] == blessed_run.model_uri
+    hyper = trainer_["hyperparameters"]
+    assert (hyper["epochs"], hyper["batch_size"]) == (int(SMALL_MODEL["training.epochs"]),
+                                                      int(SMALL_MODEL["training.batch_size"]))
+    assert hyper["model"]["embedding_dim"] == int(SMALL_MODEL["model.embedding_dim"])
+    assert hyper["model"]["rnn_units"] == int(SMALL_MODEL["model.rnn_units"])
+    assert trainer_["model_run"]["epochs_run"] == blessed_run.epochs_run
+    assert lineage["transform"]["transform_graph"]["vocabulary_size"] > 0
+
+    [examples] = lineage["examples"]
+    assert examples["execution"]["component"] == "ExampleGen"
+    assert set(examples["split_names"]) == set(examples["split_counts"]) == {"train", "eval", "test"}
+    assert sum(examples["split_counts"].values()) == examples["ingestion"]["rows_in"] == ROWS
+    assert examples["ingestion"] == blessed_run.ingestion
+    assert examples["input_fingerprint"] == review_example_gen.source_fingerprint([str(small_polarity_csv)])
+    assert Path(examples["ingestion_report"]).is_file()
+
+    code, text, err = _lineage(args, capsys)
+    assert code == 0, err
+    counts = examples["split_counts"]
+    for expected in (f"Served version {version}", f"pipeline run: {blessed_run.run_id}",
+                     f"ModelBlessing {evaluator['blessing']['id']}: blessed",
+                     f"binary_accuracy={blessed_run.metrics['binary_accuracy']:.4f}",
+                     "threshold: binary_accuracy [overall]: >= 0, change from baseline absolute -",
+                     f"models fingerprint: {configs.models_fingerprint()}",
+                     f"splits: train={counts['train']}, eval={counts['eval']}, test={counts['test']}",
+                     f"rows_in={ROWS}", f"input fingerprint: {examples['input_fingerprint']}"):
+        assert expected in text, (expected, text)
+    assert len(text.splitlines()) < 60
+
+
+def test_lineage_of_an_unknown_version_exits_2_naming_the_served_ones(runs, metadata_uri, capsys):
+    output_dir, blessed_run, _ = runs
+    code, out, err = _lineage(["--dataset", "polarity", "--output-dir", str(output_dir), "--metadata", metadata_uri,
+                               "--version", "99"], capsys)
+    assert code == 2 and not out
+    assert "no version 99 under" in err and Path(blessed_run.pushed_path).name in err
+    assert "Traceback" not in err
+
+
+def test_lineage_from_a_store_that_never_saw_the_push_exits_2_naming_the_store(runs, tmp_path, capsys):
+    from pipeline import metadata_store
+
+    output_dir, blessed_run, _ = runs
+    other = tmp_path / "other.sqlite"
+    metadata_store.connect(other)  # an empty store
+    version = Path(blessed_run.pushed_path).name
+    code, out, err = _lineage(["--dataset", "polarity", "--output-dir", str(output_dir), "--metadata", str(other),
+                               "--version", version], capsys)
+    assert code == 2 and not out
+    assert f"no push of {blessed_run.pushed_path} is recorded" in err and str(other) in err
+    assert "Traceback" not in err
