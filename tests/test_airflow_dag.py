@@ -137,10 +137,21 @@ def test_one_dags_file_holds_both_dags_with_retries_and_the_postgresql_store(air
         "from airflow.models import DagBag\n"
         "from pipeline import airflow_dag\n"
         "bag = DagBag(dag_folder=os.environ['AIRFLOW__CORE__DAGS_FOLDER'], include_examples=False)\n"
+        "def tfx(task):  # TFX's launcher and its arguments, wrapped by airflow_dag\n"
+        "    return task.python_callable.args[0]\n"
         "def store(task):\n"
-        "    c = task.python_callable.keywords['metadata_connection_config']\n"
+        "    c = tfx(task).keywords['metadata_connection_config']\n"
         "    return [c.WhichOneof('config'), c.postgresql.host, c.postgresql.port, c.postgresql.user,\n"
         "            c.postgresql.dbname, c.postgresql.password]\n"
+        "class Run:\n"
+        "    run_id = 'scheduled__2024-01-02T00:00:00+00:00'\n"
+        "class TI:\n"
+        "    dag_id = 'sentiment-imdb'\n"
+        "    def get_dagrun(self):\n"
+        "        return Run()\n"
+        "launch = bag.dags['sentiment-imdb'].get_task('ImportSchemaGen').python_callable\n"
+        "seen = []\n"
+        "launch.func(lambda **context: seen.append(context['ti'].get_dagrun().run_id), ti=TI())\n"
         "refused = []\n"
         "for env in ({'SENTIMENT_DATASETS': 'polarity,imdb', 'SENTIMENT_INPUT': '/x.csv'},\n"
         "            {'SENTIMENT_DATASETS': 'polarity,nope'}, {'SENTIMENT_AIRFLOW_RETRIES': '-1'}):\n"
@@ -148,12 +159,15 @@ def test_one_dags_file_holds_both_dags_with_retries_and_the_postgresql_store(air
         "        airflow_dag.datasets_from_environment(env), airflow_dag.default_args_from_environment(env)\n"
         "    except ValueError as error:\n"
         "        refused.append(str(error))\n"
-        "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, 'dag_ids': sorted(bag.dag_ids),\n"
+        "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()},\n"
+        "  'dag_ids': sorted(bag.dag_ids),\n"
         "  'retries': {d.dag_id: sorted({t.retries for t in d.tasks}) for d in bag.dags.values()},\n"
         "  'delays': sorted({t.retry_delay.total_seconds() for d in bag.dags.values() for t in d.tasks}),\n"
         "  'stores': sorted({json.dumps(store(t)) for d in bag.dags.values() for t in d.tasks}),\n"
-        "  'roots': sorted({t.python_callable.keywords['pipeline_info'].pipeline_root for d in bag.dags.values()\n"
-        "                   for t in d.tasks}), 'refused': refused}))\n"
+        "  'roots': sorted({tfx(t).keywords['pipeline_info'].pipeline_root for d in bag.dags.values()\n"
+        "                   for t in d.tasks}), 'refused': refused,\n"
+        "  'tfx_launcher': tfx(bag.dags['sentiment-imdb'].get_task('ImportSchemaGen')).func.__name__,\n"
+        "  'tfx_run_id': seen}))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600)
@@ -169,6 +183,10 @@ def test_one_dags_file_holds_both_dags_with_retries_and_the_postgresql_store(air
     assert [json.loads(s) for s in found["stores"]] == [["postgresql", "127.0.0.1", "1", "airflow", "mlmd", ""]]
     output_dir = Path(airflow_env["SENTIMENT_OUTPUT_DIR"])
     assert found["roots"] == [str(output_dir / "pipelines" / d) for d in ("sentiment-imdb", "sentiment-polarity")]
+    # TFX names artifacts KEY:RUN_ID, unique per type in the store: two DAGs scheduled for the same
+    # date must not share a run id there, so TFX gets the DAG run's id qualified by the DAG id.
+    assert found["tfx_launcher"] == "_airflow_component_launcher"
+    assert found["tfx_run_id"] == ["sentiment-imdb:scheduled__2024-01-02T00:00:00+00:00"]
     assert len(found["refused"]) == 3, found["refused"]
     assert "SENTIMENT_DATA_DIR" in found["refused"][0] and "nope" in found["refused"][1]
 
