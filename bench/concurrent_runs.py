@@ -97,11 +97,13 @@ def main() -> int:
             processes[dataset] = (subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT),
                                   time.time(), log)
         runs = {}
-        for dataset, (process, start, log) in processes.items():
-            code = process.wait()
-            log.close()
-            runs[dataset] = {"exit": code, "start": start, "end": time.time(), "log": str(work / f"{dataset}.log")}
-        # Ends are taken when wait() returns, in order: the first end is exact, the second an upper bound.
+        while len(runs) < len(processes):  # each end is taken when that process ends
+            for dataset, (process, start, log) in processes.items():
+                if dataset not in runs and process.poll() is not None:
+                    log.close()
+                    runs[dataset] = {"exit": process.returncode, "start": start, "end": time.time(),
+                                     "log": str(work / f"{dataset}.log")}
+            time.sleep(0.5)
         overlap = min(r["end"] for r in runs.values()) - max(r["start"] for r in runs.values())
         os.environ["PGPASSFILE"] = env["PGPASSFILE"]
         store = metadata_store.connect(uri, readonly=True)

@@ -321,9 +321,14 @@ class PipelineConfig:
             from pipeline import metadata_store
 
             try:
-                metadata_store.StoreAddress.parse(self.metadata_uri)
+                address = metadata_store.StoreAddress.parse(self.metadata_uri)
             except metadata_store.MetadataStoreError as error:
                 raise ValueError(str(error)) from None
+            settings = {"--input": str(self.input_path), "--output-dir": str(self.output_dir),
+                        **{f"--set {key}": value for key, value in _flat_fields(self.dataset).items()}}
+            problem = metadata_store.unstorable(address, settings)
+            if problem:
+                raise ValueError(problem)
         if self.span is not None and not self.input_spans:
             raise ValueError(f"a span ({self.span}) was asked for, but {self.input_path} is not laid out as "
                              "span-<N>/ folders")
@@ -367,6 +372,18 @@ class PipelineConfig:
     def serving_dir(self) -> Path:
         return self.output_dir / "serving" / self.pipeline_name
 
+
+
+def _flat_fields(value, prefix: str = "") -> dict[str, Any]:
+    """A dataclass's fields as dotted names (`model.rnn_units`), nested ones included."""
+    flat: dict[str, Any] = {}
+    for item in dataclasses.fields(value):
+        field_value = getattr(value, item.name)
+        if dataclasses.is_dataclass(field_value):
+            flat.update(_flat_fields(field_value, f"{prefix}{item.name}."))
+        else:
+            flat[f"{prefix}{item.name}"] = field_value
+    return flat
 
 
 def _code_digest(paths: list[Path]) -> str:

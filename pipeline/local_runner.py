@@ -122,7 +122,9 @@ def explain_failure(config: configs.PipelineConfig, error: BaseException) -> str
     disk_full = os_error((errno.ENOSPC,), "No space left on device")
     read_only = os_error((errno.EACCES, errno.EROFS, errno.EPERM), "Read-only file system")
     corrupt = first(lambda e: type(e).__name__ == "DataLossError")
-    store_lost = first(lambda e: "metadata source error" in str(e))
+    # The store failing is the cause only when it is the first error; when it failed while
+    # TFX recorded another error, that other error is what to report.
+    store_lost = chain[-1] if "metadata source error" in str(chain[-1]) else None
     if store_lost:
         advice = (f"The ML Metadata store {config.metadata} stopped answering during the run: once it is back, "
                   "run the same command again; finished components are reused from the cache.")

@@ -128,6 +128,22 @@ def as_address(location: StoreAddress | Path | str) -> StoreAddress:
     return location if isinstance(location, StoreAddress) else StoreAddress.parse(location)
 
 
+def unstorable(address: StoreAddress, values: dict[str, str]) -> str | None:
+    """Why a run with these settings cannot be recorded in the store, or None.
+
+    ml-metadata 1.16's PostgreSQL source writes a string holding a backslash as
+    `'E'...'`, a syntax error: the run would fail when it records its first
+    execution. Refusing up front names the setting instead.
+    """
+    if address.kind != POSTGRESQL:
+        return None
+    holding = sorted(name for name, value in values.items() if "\\" in str(value))
+    if not holding:
+        return None
+    return (f"{', '.join(holding)} hold(s) a backslash, which ml-metadata 1.16 cannot store in PostgreSQL (it "
+            "writes invalid SQL): rename the path or value, or use a SQLite or MySQL --metadata")
+
+
 def address_for(uri: str | None, default_sqlite: Path) -> StoreAddress:
     """The store a command uses: its --metadata, else SENTIMENT_METADATA_URI, else the SQLite default."""
     uri = uri or os.environ.get(ENV_URI)
