@@ -32,6 +32,26 @@ from pipeline.pipeline import create_pipeline  # noqa: E402
 DATA_ERRORS = (DataValidationError, EmptySplitError, RowRejectedError, SourceFormatError)
 
 
+class _NamedRunDagRunner(tfx.orchestration.LocalDagRunner):
+    """LocalDagRunner with the run id chosen by the caller, who then summarizes that run.
+
+    TFX picks the id inside `run_with_ir`; with one store shared by several runs,
+    "the newest run of this pipeline" may be another process's run.
+    """
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+
+    def run_with_ir(self, pipeline, run_options=None):
+        from tfx.dsl.compiler import constants
+        from tfx.orchestration.portable import runtime_parameter_utils
+
+        runtime_parameter_utils.substitute_runtime_parameter(
+            pipeline, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: self.run_id})
+        return super().run_with_ir(pipeline, run_options)
+
+
 class PipelineFailed(RuntimeError):
     """The run stopped before pushing; the message says why."""
 
@@ -175,6 +195,8 @@ def run(config: configs.PipelineConfig, verbose: bool = False) -> run_summary.Ru
 
 def _run_locked(config: configs.PipelineConfig) -> run_summary.RunSummary:
     metadata = config.metadata.connection_config()
+    # TFX's own format; unique per store as long as two runs do not start in the same microsecond.
+    run_id = datetime.datetime.now().isoformat()
     print(
         f"Running {config.pipeline_name} on {config.input_path}\n"
         f"  pipeline root: {config.pipeline_root}\n  metadata:      {config.metadata}",
@@ -183,7 +205,7 @@ def _run_locked(config: configs.PipelineConfig) -> run_summary.RunSummary:
     logging.set_verbosity(logging.INFO)
     started = time.time()
     try:
-        tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata))
+        _NamedRunDagRunner(run_id).run(create_pipeline(config, metadata))
     except Exception as error:
         cause = _data_error_in(error)
         if cause is None:
@@ -193,7 +215,7 @@ def _run_locked(config: configs.PipelineConfig) -> run_summary.RunSummary:
         raise PipelineFailed(
             f"{message}\nThe run stopped before training; nothing was pushed and the served model is unchanged."
         ) from error
-    summary = run_summary.summarize_run(config.metadata, config.pipeline_name)
+    summary = run_summary.summarize_run(config.metadata, config.pipeline_name, run_id)
     summary.total_wall_time_s = round(time.time() - started, 1)
     try:
         from pipeline import report  # matplotlib and TFMA only once the run is done

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import re
 import tempfile
@@ -99,7 +100,13 @@ class StoreAddress:
         return self.kind != SQLITE
 
     def connection_config(self, readonly: bool = False) -> metadata_store_pb2.ConnectionConfig:
-        """The ConnectionConfig TFX and ml-metadata take (the only place a password is put)."""
+        """The ConnectionConfig TFX and ml-metadata take (the only place a password is put).
+
+        Whoever builds one for a server store gets reads in the order asked
+        (keep_request_order): the processes TFX runs components in included.
+        """
+        if self.is_server:
+            keep_request_order()
         config = metadata_store_pb2.ConnectionConfig()
         if self.kind == SQLITE:
             config.sqlite.filename_uri = str(self.path)
@@ -121,6 +128,38 @@ class StoreAddress:
             if os.environ.get("MYSQL_PWD"):
                 config.mysql.password = os.environ["MYSQL_PWD"]
         return config
+
+
+_BY_ID_READS = ("get_artifacts_by_id", "get_executions_by_id", "get_contexts_by_id", "get_artifact_types_by_id",
+                "get_execution_types_by_id", "get_context_types_by_id")
+
+
+def keep_request_order() -> None:
+    """Makes ml-metadata's get_*_by_id reads answer in the order asked, duplicates included.
+
+    Its PostgreSQL source answers in table order, which changes as rows are
+    updated; TFX's cache (cache_utils._get_outputs_of_execution) zips those
+    answers with events by position, so a cached component's outputs were
+    published under each other's keys (seen: the validation gate's
+    validated_examples recorded as validated_statistics, and Transform found
+    no examples in the second run). SQLite already answers in the order asked.
+    Idempotent; affects every MetadataStore of the process.
+    """
+    cls = metadata_store.MetadataStore
+    for name in _BY_ID_READS:
+        original = getattr(cls, name)
+        if getattr(original, "_keeps_request_order", False):
+            continue
+
+        def ordered(self, ids, *args, _original=original, **kwargs):
+            ids = list(ids)
+            by_id = {item.id: item for item in _original(self, ids, *args, **kwargs)}
+            return [by_id[i] for i in ids if i in by_id]
+
+        ordered = functools.wraps(original)(ordered)
+        ordered._keeps_request_order = True
+        ordered._unordered = original
+        setattr(cls, name, ordered)
 
 
 def as_address(location: StoreAddress | Path | str) -> StoreAddress:

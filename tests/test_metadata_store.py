@@ -171,3 +171,23 @@ def test_a_setting_with_a_backslash_is_refused_before_a_postgresql_run(tmp_path)
 
     config = configs.PipelineConfig(dataset=configs.POLARITY, input_path=data, output_dir=tmp_path)
     assert config.metadata.kind == "sqlite"
+
+
+def test_reads_by_id_answer_in_the_order_asked_on_postgresql(postgres_server):
+    """TFX's cache zips get_artifacts_by_id's answer with events by position (keep_request_order)."""
+    from ml_metadata import metadata_store as mlmd
+    from ml_metadata.proto import metadata_store_pb2
+
+    store = metadata_store.connect(f"{postgres_server}/mlmd_order")
+    type_id = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="Ordered"))
+    ids = store.put_artifacts([metadata_store_pb2.Artifact(type_id=type_id, uri=f"/a/{i}") for i in range(3)])
+    # An update moves the first row behind the others in PostgreSQL's table.
+    [first] = store.get_artifacts_by_id([ids[0]])
+    first.custom_properties["touched"].int_value = 1
+    store.put_artifacts([first])
+    unordered = mlmd.MetadataStore.get_artifacts_by_id._unordered(store, ids)
+    # Why the wrapper exists; if this fails, ml-metadata keeps the order itself: drop keep_request_order.
+    assert [a.id for a in unordered] != ids
+    assert [a.id for a in store.get_artifacts_by_id(ids)] == ids
+    assert [a.id for a in store.get_artifacts_by_id(ids[::-1])] == ids[::-1]
+    assert [t.id for t in store.get_artifact_types_by_id([type_id, type_id])] == [type_id, type_id]
