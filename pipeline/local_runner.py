@@ -87,12 +87,19 @@ def exclusive_run(config: configs.PipelineConfig):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def failed_component(config: configs.PipelineConfig) -> str | None:
-    """The component whose execution failed last in the metadata store, if any."""
+def failed_component(config: configs.PipelineConfig, run_id: str | None = None) -> str | None:
+    """The component whose execution failed last in the metadata store, if any.
+
+    An execution left RUNNING counts too: ml-metadata 1.16's PostgreSQL source
+    cannot store a failure message holding a backslash (JSON escapes quotes
+    and newlines with one), so TFX could not mark it FAILED.
+    """
     try:
         store = run_summary.open_store(config.metadata)
-        failed = [e for e in store.get_executions() if e.last_known_state == e.FAILED]
-        return run_summary.component_id(store, max(failed, key=lambda e: e.id)) if failed else None
+        run = store.get_context_by_type_and_name("pipeline_run", run_id) if run_id else None
+        executions = store.get_executions_by_context(run.id) if run else store.get_executions()
+        ended = [e for e in executions if e.last_known_state in (e.FAILED, e.RUNNING)]
+        return run_summary.component_id(store, max(ended, key=lambda e: e.id)) if ended else None
     except Exception:  # the store itself may be what broke
         return None
 
@@ -127,7 +134,7 @@ def _chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
-def explain_failure(config: configs.PipelineConfig, error: BaseException) -> str:
+def explain_failure(config: configs.PipelineConfig, error: BaseException, run_id: str | None = None) -> str:
     """One paragraph for a failure that is not the data's: what, where, what to do, and the log."""
     import errno
 
@@ -158,7 +165,7 @@ def explain_failure(config: configs.PipelineConfig, error: BaseException) -> str
     else:
         advice = "Fix the cause and run the same command again: finished components are reused from the cache."
     what = _first_line(store_lost or disk_full or read_only or corrupt or chain[-1])
-    where = failed_component(config)
+    where = failed_component(config, run_id)
     place = f" in {where}" if where else ""
     return (f"The run failed{place}: {what}\n{advice}\n"
             "Nothing was pushed by this run; the served model is unchanged.")
@@ -175,6 +182,8 @@ def run(config: configs.PipelineConfig, verbose: bool = False) -> run_summary.Ru
     every failure; the traceback goes to a log file it names (and to stderr
     with `verbose`).
     """
+    # TFX's own format; unique per store as long as two runs do not start in the same microsecond.
+    run_id = datetime.datetime.now().isoformat()
     try:
         config.lock_path.parent.mkdir(parents=True, exist_ok=True)
         config.pipeline_root.mkdir(parents=True, exist_ok=True)
@@ -183,20 +192,18 @@ def run(config: configs.PipelineConfig, verbose: bool = False) -> run_summary.Ru
                 metadata_store.connect(config.metadata)  # creates the database on first use
             except metadata_store.MetadataStoreError as error:
                 raise PipelineFailed(f"{error}\nNothing ran; the served model is unchanged.") from None
-            return _run_locked(config)
+            return _run_locked(config, run_id)
     except (PipelineFailed, RunInProgress):
         raise
     except Exception as error:
         log = write_traceback(config, error)
         if verbose:
             traceback.print_exception(type(error), error, error.__traceback__)
-        raise PipelineFailed(f"{explain_failure(config, error)}\nTraceback: {log}") from error
+        raise PipelineFailed(f"{explain_failure(config, error, run_id)}\nTraceback: {log}") from error
 
 
-def _run_locked(config: configs.PipelineConfig) -> run_summary.RunSummary:
+def _run_locked(config: configs.PipelineConfig, run_id: str) -> run_summary.RunSummary:
     metadata = config.metadata.connection_config()
-    # TFX's own format; unique per store as long as two runs do not start in the same microsecond.
-    run_id = datetime.datetime.now().isoformat()
     print(
         f"Running {config.pipeline_name} on {config.input_path}\n"
         f"  pipeline root: {config.pipeline_root}\n  metadata:      {config.metadata}",
