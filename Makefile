@@ -63,6 +63,25 @@ airflow-venv: $(STAMP)
 airflow-test: airflow-venv
 	.venv-airflow/bin/python -m pytest -q -s tests/test_airflow_dag.py
 
+# Airflow as deployed (bench/airflow_deployment.py; PostgreSQL, Redis and Airflow's processes in
+# /tmp/airflow-deployment/<scenario>, all stopped at the end; 5-15 min each on 2 cores). Each prints
+# the per-task table and writes bench/results/airflow_<scenario>.json:
+#   airflow-run:    both DAGs at once, LocalExecutor and a real scheduler, Airflow's and ML Metadata's
+#                   databases on one PostgreSQL server
+#   airflow-celery: the same on the CeleryExecutor, Redis broker, two workers with their own hostnames
+#   airflow-retry:  polarity's Trainer SIGKILLed mid-run; Airflow retries it (try 2) and the run succeeds
+.PHONY: airflow-run airflow-celery airflow-retry
+AIRFLOW_ROWS ?= 300
+AIRFLOW_DEPLOY := .venv-airflow/bin/python bench/airflow_deployment.py --rows $(AIRFLOW_ROWS)
+airflow-run: airflow-venv
+	$(AIRFLOW_DEPLOY) --executor local --dags polarity,imdb
+
+airflow-celery: airflow-venv
+	$(AIRFLOW_DEPLOY) --executor celery --dags polarity,imdb --worker-concurrency 2,1
+
+airflow-retry: airflow-venv
+	$(AIRFLOW_DEPLOY) --executor local --dags polarity --kill-task Trainer
+
 # --- Using the pushed model (README: "Using the model") ---
 .PHONY: serve predict load-test
 MODEL_BASE_DIR ?= outputs/serving/sentiment-$(DATASET)
