@@ -154,6 +154,9 @@ class ServingConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     # How often the server looks for newly pushed versions.
     poll_seconds: float = 2.0
+    # TF Serving's gRPC API (pipeline/grpc_server.py) beside REST: its port (TF
+    # Serving's 8500); 0 turns it off.
+    grpc_port: int = 8500
     # Request logging (`serve --log-requests DIR`): the share of requests logged,
     # the size at which a log file is rotated, how many files are kept (the
     # oldest are deleted), and how many records may wait for the writer thread

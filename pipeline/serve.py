@@ -45,6 +45,10 @@ version gone from disk is unloaded only if another one stays loaded; while the
 directory is missing or holds no version, the loaded versions keep serving (a
 warning is logged). The server binds 127.0.0.1 unless told otherwise.
 
+gRPC (pipeline/grpc_server.py): TF Serving's PredictionService (Predict,
+GetModelMetadata) and ModelService.GetModelStatus on --grpc-port (8500; 0 = off),
+over the same ModelRepository.
+
 Request logging (--log-requests DIR, pipeline/request_log.py): a sampled share
 of the answered requests is written as JSON lines, one per instance (time,
 model_version, text, probability, label), by a background thread; a full queue
@@ -593,6 +597,12 @@ def serve_command(args) -> int:
     app = create_app(repository, name, max_instances=args.max_instances or limits.max_instances,
                      max_body_bytes=args.max_body_bytes or limits.max_body_bytes, request_logger=request_logger)
     server = make_server(app, args.host, args.port, args.threads, args.max_body_bytes or limits.max_body_bytes)
+    grpc_server = _start_grpc(args, limits, repository, name, request_logger)
+    if grpc_server is False:
+        repository.stop()
+        if request_logger is not None:
+            request_logger.close()
+        return 2
     print(f"Serving {name} versions {repository.versions()} from {base} on "
           f"http://{args.host}:{server.effective_port}/v1/models/{name}", flush=True)
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: flush the request log
@@ -602,6 +612,8 @@ def serve_command(args) -> int:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
+        if grpc_server is not None:
+            grpc_server.stop(grace=5).wait()
         repository.stop()
         if request_logger is not None:
             counters = request_logger.close()
@@ -613,10 +625,53 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+GRPC_ANY_PORT = -1  # --grpc-port any
+
+
+def _start_grpc(args, limits, repository, name, request_logger, predictor=None):
+    """The started gRPC server (pipeline/grpc_server.py), None when off, False when it cannot bind.
+
+    `predictor`: the one REST uses (gRPC and REST requests then share its batches)."""
+    port = args.grpc_port
+    if port is None:  # the config's port; any free port when REST takes any (--port 0: tests, benches)
+        port = GRPC_ANY_PORT if args.port == 0 else limits.grpc_port
+    if port == 0:
+        return None
+    from pipeline import grpc_server
+
+    try:
+        server, bound = grpc_server.create_server(
+            repository, name, host=args.host, port=max(port, 0), threads=args.threads,
+            max_instances=args.max_instances or limits.max_instances,
+            max_body_bytes=args.max_body_bytes or limits.max_body_bytes, request_logger=request_logger,
+            predictor=predictor)
+    except grpc_server.BindError as error:
+        print(f"error: --grpc-port: {error} (0 turns gRPC off)", file=sys.stderr)
+        return False
+    server.start()
+    # Printed before the REST line ("Serving ..."), which scripts wait for.
+    print(f"gRPC PredictionService and ModelService for {name} on {args.host}:{bound}", flush=True)
+    return server
+
+
+def _grpc_port(raw: str) -> int:
+    import argparse
+
+    if raw == "any":
+        return GRPC_ANY_PORT
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {raw!r} (a number, 0 for off, or 'any')") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535 (0 turns gRPC off), got {raw}")
+    return value
+
+
 def add_parser(commands) -> None:
     from pipeline import configs
 
-    parser = commands.add_parser("serve", help="serve the pushed model over TF Serving's REST API")
+    parser = commands.add_parser("serve", help="serve the pushed model over TF Serving's REST and gRPC APIs")
     parser.add_argument("--dataset", choices=sorted(configs.DATASETS), default=configs.DEFAULT_DATASET)
     parser.add_argument("--output-dir", help="the run's output directory (default: $SENTIMENT_OUTPUT_DIR or ./outputs)")
     parser.add_argument("--model-base-dir", help="a serving directory of numbered versions "
@@ -624,6 +679,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--model-name", help="the <name> in /v1/models/<name> (default: the directory's name)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port; 0 = any)")
+    parser.add_argument("--grpc-port", type=_grpc_port, metavar="PORT", help="port of TF Serving's gRPC API "
+                        "(PredictionService, ModelService; default: config serving.grpc_port, 8500, or any free "
+                        "port with --port 0; 0 turns gRPC off; 'any' = any free port); as many threads as --threads")
     parser.add_argument("--threads", type=int, default=4, help="worker threads")
     parser.add_argument("--max-instances", type=int, help="instances per request (default: config serving.max_instances)")
     parser.add_argument("--max-body-bytes", type=int, help="request body limit (default: config serving.max_body_bytes)")
