@@ -455,3 +455,71 @@ def test_python_m_pipeline_serve_answers_grpc_beside_rest(exported, tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=60) == 0
+
+
+# --- a predictor (pipeline/batching.py's interface): gRPC calls the model through it
+
+
+class _Refused(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+class FakePredictor:
+    """predict(version, texts, outputs) -> (version, arrays), refusals carrying a gRPC status name."""
+
+    def __init__(self, error=None):
+        self.error, self.calls = error, []
+
+    def predict(self, version, texts, outputs):
+        self.calls.append((version, list(texts), outputs))
+        if self.error is not None:
+            raise self.error
+        n = len(texts)
+        arrays = {"label": np.ones(n, np.int64), "probability": np.full(n, 0.25, np.float32),
+                  "length": np.ones(n, np.int64), "attention": np.ones((n, 1), np.float32),
+                  "trajectory": np.ones((n, 1), np.float32)}
+        return 7, {name: arrays[name] for name in (outputs or arrays)}
+
+
+def _predictor_server(tmp_path, predictor):
+    base = tmp_path / NAME
+    (base / "7").mkdir(parents=True)
+    repository = serve.ModelRepository(base, loader=lambda path: FakeSignature())
+    repository.refresh()
+    server, port = grpc_server.create_server(repository, NAME, port=0, threads=1, predictor=predictor)
+    server.start()
+    return server, grpc.insecure_channel(f"127.0.0.1:{port}")
+
+
+def test_predict_goes_through_the_predictor_when_given(tmp_path):
+    predictor = FakePredictor()
+    server, channel = _predictor_server(tmp_path, predictor)
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.Predict(request_of(texts=["naïve", "b"], version=7, output_filter=["probability"]),
+                                timeout=30)
+        assert set(response.outputs) == {"probability"} and response.model_spec.version.value == 7
+        np.testing.assert_array_equal(arrays(response)["probability"], [0.25, 0.25])
+        assert predictor.calls == [(7, ["naïve", "b"], ["probability"])]  # texts as str, the filter passed on
+        assert set(stub.Predict(request_of(texts=["x"]), timeout=30).outputs) == OUTPUTS
+        assert predictor.calls[-1] == (None, ["x"], None)
+    finally:
+        channel.close()
+        server.stop(None)
+
+
+@pytest.mark.parametrize("code", ["NOT_FOUND", "UNAVAILABLE", "INVALID_ARGUMENT", "INTERNAL"])
+def test_a_predictor_refusal_keeps_its_status(tmp_path, code):
+    server, channel = _predictor_server(tmp_path, FakePredictor(_Refused(code, f"refused: {code}")))
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        got, details = code_of(stub.Predict, request_of(texts=["x"]))
+        assert got == getattr(grpc.StatusCode, code)
+        # INTERNAL is the server's fault: logged, and the client gets no internals.
+        assert details == (f"refused: {code}" if code != "INTERNAL" else "internal error (_Refused); the server log "
+                           "has the details")
+    finally:
+        channel.close()
+        server.stop(None)
