@@ -56,28 +56,51 @@ def tokens_of(texts: list[str]) -> list[list[str]]:
     return [[t.decode("utf-8", "replace") for t in row] for row in ragged.to_list()]
 
 
-def predict(signature, texts: list[str], with_tokens: bool = True) -> list[dict[str, Any]]:
-    """One call for all texts; per text: label, probability, length, and per-token details."""
+# The answer's keys per text, in this order; the per-token ones are cut to the text's own length.
+OUTPUTS = ("label", "probability", "length", "attention", "trajectory")
+PER_TOKEN_OUTPUTS = ("attention", "trajectory")
+
+
+def run_signature(signature, texts: list[str]) -> dict[str, Any]:
+    """One call of the serving signature: its outputs as numpy arrays, one row per text."""
     import tensorflow as tf
 
+    return {k: v.numpy() for k, v in signature(text=tf.constant(texts, dtype=tf.string)).items()}
+
+
+def rows(outputs: dict[str, Any], fields: Iterable[str] = OUTPUTS) -> list[dict[str, Any]]:
+    """Per text, the `fields` of `outputs` (numpy arrays, one row per text) as Python values.
+
+    label and length become ints, probability a float, attention and trajectory
+    lists of floats cut to the text's length (per-token fields need "length" in
+    `outputs`). The values are those of float()/int() on the arrays' elements.
+    """
+    import numpy as np
+
+    fields = [f for f in OUTPUTS if f in set(fields)]
+    columns = []
+    lengths = np.asarray(outputs["length"]).astype(np.int64).tolist() if "length" in outputs else None
+    for name in fields:
+        value = np.asarray(outputs[name])
+        if name in PER_TOKEN_OUTPUTS:
+            columns.append([value[i, :n].tolist() for i, n in enumerate(lengths)])
+        elif name == "probability":
+            columns.append(value.astype(np.float64).tolist())
+        else:
+            columns.append(value.astype(np.int64).tolist())
+    count = len(next(iter(outputs.values()))) if outputs else 0
+    return [dict(zip(fields, values)) for values in zip(*columns)] if fields else [{} for _ in range(count)]
+
+
+def predict(signature, texts: list[str], with_tokens: bool = True) -> list[dict[str, Any]]:
+    """One call for all texts; per text: label, probability, length, and per-token details."""
     from models import preprocessing
 
-    out = {k: v.numpy() for k, v in signature(text=tf.constant(texts, dtype=tf.string)).items()}
-    tokens = tokens_of(texts) if with_tokens else None
-    results = []
-    for i, text in enumerate(texts):
-        n = int(out["length"][i])
-        row = {
-            "label": int(out["label"][i]),
-            "probability": float(out["probability"][i]),
-            "length": n,
-            "attention": [float(x) for x in out["attention"][i, :n]],
-            "trajectory": [float(x) for x in out["trajectory"][i, :n]],
-        }
-        if tokens is not None:
+    results = rows(run_signature(signature, texts))
+    if with_tokens:
+        for row, tokens in zip(results, tokens_of(texts)):
             # Long texts keep their start and end (models/preprocessing.truncate).
-            row["tokens"] = preprocessing.truncate_list(tokens[i], n)
-        results.append(row)
+            row["tokens"] = preprocessing.truncate_list(tokens, row["length"])
     return results
 
 
