@@ -165,6 +165,20 @@ class ServingConfig:
     log_file_bytes: int = 64 * 1024 * 1024
     log_max_files: int = 20
     log_queue_size: int = 10_000
+    # Server-side batching (pipeline/batching.py, TF Serving's batching parameters;
+    # `serve --no-batching` turns it off): concurrent requests for one version are
+    # merged into one model call of at most max_batch_size texts. With a timeout of 0
+    # an idle server runs a lone request at once (no added latency); requests that
+    # arrive while the model is busy wait for the next call together. At most
+    # max_enqueued_batches batches wait per version: beyond, a request gets a 503.
+    # num_batch_threads 0 = one per CPU core. With batching the server's threads
+    # mostly wait for a batch, so `serve` defaults to batching_server_threads.
+    batching: bool = True
+    max_batch_size: int = 128
+    batch_timeout_micros: int = 0
+    num_batch_threads: int = 0
+    max_enqueued_batches: int = 16
+    batching_server_threads: int = 16
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,19 @@ that takes raw text, so any other name is a 400). The answer is
 with attention and trajectory cut to each text's own tokens. (For `inputs` TF
 Serving answers `{"outputs": ...}`; here both answer `predictions`.)
 
+Fewer outputs (REST's equivalent of gRPC's `output_filter`): a body field
+`"output_filter": ["probability", "label"]` beside instances/inputs answers only
+the outputs named (any of label, probability, length, attention, trajectory; an
+empty list or none means all). Attention and trajectory are the bulk of the
+answer for long texts: a client that needs only the score should ask for it.
+
+Server-side batching (pipeline/batching.py, on by default; `--no-batching`):
+concurrent predict requests for the same version are merged into one model call
+of at most --max-batch-size texts (TF Serving's max_batch_size,
+batch_timeout_micros, num_batch_threads, max_enqueued_batches, config
+serving.*), and each gets its own rows. The status endpoint then carries a
+"batching" object with the batcher's counters.
+
 Errors are always JSON `{"error": "..."}`, and the server keeps serving:
   400  malformed JSON (including nesting deeper than the decoder's recursion
        limit), a body of the wrong shape, a text that is not valid Unicode (a
@@ -24,7 +37,9 @@ Errors are always JSON `{"error": "..."}`, and the server keeps serving:
        the size itself (Content-Length, and the data read for chunked bodies):
        waitress buffers up to WAITRESS_BODY_CAP (1 GiB, spooled to disk) before
        calling the app, and only above that answers its own text/plain 413;
-  503  no version loaded yet;
+  400  also an "output_filter" that is not a list of output names;
+  503  no version loaded yet, or the batching queue of the version is full
+       (max_enqueued_batches batches waiting): retry later;
   500  anything unforeseen: "internal error (...)", with the traceback in the log.
 
 Model lifecycle (ModelRepository.refresh, every poll_seconds in a background
@@ -73,6 +88,7 @@ from typing import Any
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import orjson  # noqa: E402
 from flask import Flask, jsonify, request  # noqa: E402
 from werkzeug.exceptions import HTTPException  # noqa: E402
 
@@ -427,10 +443,41 @@ def parse_texts(body: Any, max_instances: int) -> list[str]:
     return texts
 
 
+def parse_output_filter(body: dict) -> tuple[str, ...]:
+    """The outputs a body asks for with "output_filter" (all without it); BadRequest if malformed."""
+    from pipeline import batching
+
+    value = body.get("output_filter")
+    if value is None:
+        return batching.check_outputs(None)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest('"output_filter" must be a list of output names, e.g. ["probability", "label"]')
+    try:
+        return batching.check_outputs(value)
+    except batching.InvalidArgument as error:
+        raise BadRequest(str(error)) from None
+
+
+def loads(data: bytes) -> Any:
+    """The JSON body: orjson, and on any error the standard library's answer (its leniency, its messages)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
 def create_app(repository: ModelRepository, model_name: str, max_instances: int = 256,
-               max_body_bytes: int = 8 * 1024 * 1024, request_logger=None) -> Flask:
-    """The Flask app; `request_logger` (a request_log.RequestLogger) logs answered predictions."""
-    from pipeline import predict
+               max_body_bytes: int = 8 * 1024 * 1024, request_logger=None, predictor=None) -> Flask:
+    """The Flask app; `request_logger` (a request_log.RequestLogger) logs answered predictions.
+
+    `predictor` runs the model (pipeline/batching.py: a Batcher, or Direct, the default: one call per request).
+    """
+    from pipeline import batching, predict
+
+    if predictor is None:
+        predictor = batching.Direct(repository, model_name)
 
     app = Flask("sentiment-serve")
     # The body limit is checked in read_body (a JSON 413), not by Werkzeug.
@@ -497,9 +544,12 @@ def create_app(repository: ModelRepository, model_name: str, max_instances: int 
             if not rows:
                 raise BadRequest(f"model {name!r} has no version {wanted}; versions: "
                                  f"{repository.versions()}", 404)
+        answer = {"model_version_status": rows}
         if request_logger is not None:
-            return jsonify({"model_version_status": rows, "request_log": request_logger.counters()})
-        return jsonify({"model_version_status": rows})
+            answer["request_log"] = request_logger.counters()
+        if predictor.counters() is not None:
+            answer["batching"] = predictor.counters()
+        return jsonify(answer)
 
     def do_predict(name: str, version: str | None):
         check_model(name)
@@ -508,23 +558,23 @@ def create_app(repository: ModelRepository, model_name: str, max_instances: int 
         if not data:
             raise BadRequest('empty request body; send JSON like {"instances": ["a text"]}')
         try:
-            body = json.loads(data)
+            body = loads(data)
         except RecursionError:
             raise BadRequest("the body is not valid JSON: nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from None
         texts = parse_texts(body, max_instances)
-        served_version, signature = repository.get(wanted)
-        if signature is None:
-            if served_version is None:
-                return error(f"model {name!r} has no version loaded yet", 503)
-            raise BadRequest(f"model {name!r} has no version {wanted}; versions: {repository.versions()}", 404)
-        results = predict.predict(signature, texts, with_tokens=False)
-        if request_logger is not None:
-            request_logger.log(served_version, texts, results)  # never raises, never waits for the disk
-        response = jsonify({"predictions": results, "model_version": str(served_version)})
-        response.headers["X-Model-Version"] = str(served_version)
-        return response
+        fields = parse_output_filter(body)
+        logged = ("label", "probability") if request_logger is not None else ()
+        try:
+            served_version, outputs = predictor.predict(wanted, texts, {*fields, *logged, "length"})
+        except batching.PredictError as exc:
+            return error(str(exc), exc.http_status)
+        if request_logger is not None:  # never raises, never waits for the disk
+            request_logger.log(served_version, texts, predict.rows(outputs, logged))
+        answer = {"predictions": predict.rows(outputs, fields), "model_version": str(served_version)}
+        return app.response_class(orjson.dumps(answer), mimetype="application/json",
+                                  headers={"X-Model-Version": str(served_version)})
 
     @app.route("/v1/models/<path:target>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     def model_route(target: str):
@@ -594,11 +644,14 @@ def serve_command(args) -> int:
             return 2
         log.info("logging %.0f%% of requests to %s", 100 * rate, request_logger.directory)
     repository.start()
+    predictor = make_predictor(args, limits, repository, name)
     app = create_app(repository, name, max_instances=args.max_instances or limits.max_instances,
-                     max_body_bytes=args.max_body_bytes or limits.max_body_bytes, request_logger=request_logger)
+                     max_body_bytes=args.max_body_bytes or limits.max_body_bytes, request_logger=request_logger,
+                     predictor=predictor)
     server = make_server(app, args.host, args.port, args.threads, args.max_body_bytes or limits.max_body_bytes)
-    grpc_server = _start_grpc(args, limits, repository, name, request_logger)
+    grpc_server = _start_grpc(args, limits, repository, name, request_logger, predictor)
     if grpc_server is False:
+        predictor.stop()
         repository.stop()
         if request_logger is not None:
             request_logger.close()
@@ -614,6 +667,7 @@ def serve_command(args) -> int:
         signal.signal(signal.SIGTERM, previous_sigterm)
         if grpc_server is not None:
             grpc_server.stop(grace=5).wait()
+        predictor.stop()
         repository.stop()
         if request_logger is not None:
             counters = request_logger.close()
@@ -623,6 +677,39 @@ def serve_command(args) -> int:
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def batching_parameters(args, limits):
+    """BatchingParameters from the command line over config serving.*, or None with batching off."""
+    from pipeline import batching
+
+    enabled = limits.batching if args.batching is None else args.batching
+    if not enabled:
+        return None
+
+    def pick(name):
+        value = getattr(args, name)
+        return getattr(limits, name) if value is None else value
+
+    return batching.BatchingParameters(**{name: pick(name) for name in (
+        "max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches")})
+
+
+def make_predictor(args, limits, repository, name):
+    """The batcher (or Direct with batching off); also sets args.threads to its default if not given."""
+    from pipeline import batching
+
+    try:
+        parameters = batching_parameters(args, limits)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    if args.threads is None:  # with batching the server's threads mostly wait for a batch
+        args.threads = limits.batching_server_threads if parameters is not None else 4
+    if parameters is not None:
+        log.info("batching: max_batch_size=%d batch_timeout_micros=%d num_batch_threads=%d "
+                 "max_enqueued_batches=%d; %d server threads", parameters.max_batch_size,
+                 parameters.batch_timeout_micros, parameters.threads, parameters.max_enqueued_batches, args.threads)
+    return batching.make_predictor(repository, name, parameters)
 
 
 GRPC_ANY_PORT = -1  # --grpc-port any
@@ -692,6 +779,21 @@ def add_parser(commands) -> None:
     parser.add_argument("--log-sample-rate", type=_rate, metavar="R", help="share of requests logged, 0 to 1 "
                         "(default: config serving.log_sample_rate)")
     parser.add_argument("--log-seed", type=int, help="seed of the request sampling (default: random)")
+    from argparse import BooleanOptionalAction
+
+    batching = parser.add_argument_group(
+        "server-side batching", "TF Serving's batching parameters (pipeline/batching.py); defaults: config serving.*")
+    batching.add_argument("--batching", action=BooleanOptionalAction, default=None,
+                          help="merge concurrent requests into one model call (default: config serving.batching, "
+                          "on)")
+    batching.add_argument("--max-batch-size", type=int, metavar="N", help="texts per merged model call")
+    batching.add_argument("--batch-timeout-micros", type=int, metavar="US", help="how long a batch that is not "
+                          "full may wait for more requests (0: an idle thread takes it at once)")
+    batching.add_argument("--num-batch-threads", type=int, metavar="N", help="batches run at once (0: one per core)")
+    batching.add_argument("--max-enqueued-batches", type=int, metavar="N", help="batches that may wait per "
+                          "version; a request beyond gets a 503")
+    # --threads: 4, or config serving.batching_server_threads with batching (make_predictor).
+    parser.set_defaults(threads=None)
 
 
 def _rate(raw: str) -> float:
