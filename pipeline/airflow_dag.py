@@ -42,14 +42,13 @@ from __future__ import annotations
 import datetime
 import functools
 import os
-import types
 from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig  # noqa: E402
 
-from pipeline import configs, data_sources, metadata_store, runner_profiles  # noqa: E402
+from pipeline import airflow_launch, configs, data_sources, metadata_store, runner_profiles  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 
 
@@ -128,40 +127,11 @@ def build_dag(config: configs.PipelineConfig, schedule: str | None = None, defau
         "default_args": default_args_from_environment({}) if default_args is None else default_args,
     })
     dag = AirflowDagRunner(airflow_config).run(create_pipeline(config, config.metadata.connection_config()))
+    # Each task launches its component as TFX would, with a run id qualified by the DAG id and a
+    # retry that can register again (pipeline/airflow_launch.py says why).
     for task in dag.tasks:
-        task.python_callable = functools.partial(_launch_with_pipeline_run_id, task.python_callable)
+        task.python_callable = functools.partial(airflow_launch.launch_component, task.python_callable)
     return dag
-
-
-class _RunOfPipeline:
-    """An Airflow task instance as TFX's launcher sees it: its DAG run's id is qualified by the DAG id."""
-
-    def __init__(self, ti):
-        self._ti = ti
-
-    def get_dagrun(self):
-        return types.SimpleNamespace(run_id=tfx_run_id(self._ti.dag_id, self._ti.get_dagrun().run_id))
-
-    def __getattr__(self, name):
-        return getattr(self._ti, name)
-
-
-def tfx_run_id(dag_id: str, airflow_run_id: str) -> str:
-    """The run id TFX records for an Airflow DAG run: `DAG_ID:RUN_ID`.
-
-    TFX's Airflow launcher takes the DAG run's id as it is and names every output
-    artifact `KEY:RUN_ID`, and ML Metadata wants (type, name) unique in a store. Two
-    DAGs sharing one store would collide on their first common artifact type (both
-    ImportSchemaGen's `schema`) whenever their run ids are equal: both triggered
-    with the same id, or both scheduled for the same logical date
-    (`scheduled__2024-01-02T00:00:00+00:00`); the second task then fails on
-    every try with "duplicate key value violates unique constraint".
-    """
-    return f"{dag_id}:{airflow_run_id}"
-
-
-def _launch_with_pipeline_run_id(launch, **context):
-    return launch(**{**context, "ti": _RunOfPipeline(context["ti"])})
 
 
 def dags_from_environment(env: dict[str, str] | None = None) -> dict:

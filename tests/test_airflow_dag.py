@@ -143,15 +143,6 @@ def test_one_dags_file_holds_both_dags_with_retries_and_the_postgresql_store(air
         "    c = tfx(task).keywords['metadata_connection_config']\n"
         "    return [c.WhichOneof('config'), c.postgresql.host, c.postgresql.port, c.postgresql.user,\n"
         "            c.postgresql.dbname, c.postgresql.password]\n"
-        "class Run:\n"
-        "    run_id = 'scheduled__2024-01-02T00:00:00+00:00'\n"
-        "class TI:\n"
-        "    dag_id = 'sentiment-imdb'\n"
-        "    def get_dagrun(self):\n"
-        "        return Run()\n"
-        "launch = bag.dags['sentiment-imdb'].get_task('ImportSchemaGen').python_callable\n"
-        "seen = []\n"
-        "launch.func(lambda **context: seen.append(context['ti'].get_dagrun().run_id), ti=TI())\n"
         "refused = []\n"
         "for env in ({'SENTIMENT_DATASETS': 'polarity,imdb', 'SENTIMENT_INPUT': '/x.csv'},\n"
         "            {'SENTIMENT_DATASETS': 'polarity,nope'}, {'SENTIMENT_AIRFLOW_RETRIES': '-1'}):\n"
@@ -166,8 +157,8 @@ def test_one_dags_file_holds_both_dags_with_retries_and_the_postgresql_store(air
         "  'stores': sorted({json.dumps(store(t)) for d in bag.dags.values() for t in d.tasks}),\n"
         "  'roots': sorted({tfx(t).keywords['pipeline_info'].pipeline_root for d in bag.dags.values()\n"
         "                   for t in d.tasks}), 'refused': refused,\n"
-        "  'tfx_launcher': tfx(bag.dags['sentiment-imdb'].get_task('ImportSchemaGen')).func.__name__,\n"
-        "  'tfx_run_id': seen}))\n"
+        "  'launchers': sorted({(t.python_callable.func.__module__, t.python_callable.func.__name__,\n"
+        "                        tfx(t).func.__name__) for d in bag.dags.values() for t in d.tasks})}))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600)
@@ -183,10 +174,8 @@ def test_one_dags_file_holds_both_dags_with_retries_and_the_postgresql_store(air
     assert [json.loads(s) for s in found["stores"]] == [["postgresql", "127.0.0.1", "1", "airflow", "mlmd", ""]]
     output_dir = Path(airflow_env["SENTIMENT_OUTPUT_DIR"])
     assert found["roots"] == [str(output_dir / "pipelines" / d) for d in ("sentiment-imdb", "sentiment-polarity")]
-    # TFX names artifacts KEY:RUN_ID, unique per type in the store: two DAGs scheduled for the same
-    # date must not share a run id there, so TFX gets the DAG run's id qualified by the DAG id.
-    assert found["tfx_launcher"] == "_airflow_component_launcher"
-    assert found["tfx_run_id"] == ["sentiment-imdb:scheduled__2024-01-02T00:00:00+00:00"]
+    # Every task launches through pipeline/airflow_launch.py, with TFX's launcher and its arguments.
+    assert found["launchers"] == [["pipeline.airflow_launch", "launch_component", "_airflow_component_launcher"]]
     assert len(found["refused"]) == 3, found["refused"]
     assert "SENTIMENT_DATA_DIR" in found["refused"][0] and "nope" in found["refused"][1]
 
@@ -211,3 +200,71 @@ def test_airflow_runs_the_dag_end_to_end(airflow_env):
     assert (output_dir / "metadata" / f"{DAG_ID}.sqlite").exists()
     pushed = list((output_dir / "serving" / DAG_ID).glob("*/saved_model.pb"))
     assert len(pushed) == 1, log
+
+
+def test_launch_component_records_the_run_id_qualified_by_the_dag_id(tmp_path):
+    """TFX names artifacts KEY:RUN_ID, unique per type in a store: two DAGs scheduled for one date
+    (same Airflow run id) sharing a store must not give TFX the same run id. No Airflow needed."""
+    import functools
+    import types
+
+    from tfx.orchestration import data_types, metadata
+
+    from pipeline import airflow_launch
+
+    seen = {}
+
+    class Launcher:
+        @classmethod
+        def create(cls, **kwargs):
+            seen.update(kwargs)
+            return cls()
+
+        def launch(self):
+            seen["launched"] = True
+
+    component = types.SimpleNamespace(exec_properties={})
+    tfx_launch = functools.partial(
+        lambda **_: None, component=component, component_launcher_class=Launcher,
+        pipeline_info=data_types.PipelineInfo("sentiment-imdb", str(tmp_path)), driver_args=None,
+        metadata_connection_config=metadata.sqlite_metadata_connection_config(str(tmp_path / "m.sqlite")),
+        beam_pipeline_args=[], additional_pipeline_args={}, component_config=None)
+    run = types.SimpleNamespace(run_id="scheduled__2024-01-02T00:00:00+00:00")
+    ti = types.SimpleNamespace(dag_id="sentiment-imdb", get_dagrun=lambda: run)
+    airflow_launch.launch_component(tfx_launch, ti=ti, exec_properties={"module_file": "m.py"})
+    assert seen["launched"]
+    assert seen["pipeline_info"].run_id == "sentiment-imdb:scheduled__2024-01-02T00:00:00+00:00"
+    assert isinstance(seen["metadata_connection"], airflow_launch.RetryableMetadata)
+    assert component.exec_properties == {"module_file": "m.py"}
+
+
+def test_a_retried_component_registers_its_execution_again(tmp_path):
+    """A try killed after registering its execution: TFX's own Metadata refuses the retry (the same
+    input events again); RetryableMetadata reuses the execution without duplicating its events."""
+    from ml_metadata import errors as mlmd_errors
+    from tfx.orchestration import data_types, metadata
+    from tfx.types import standard_artifacts
+
+    from pipeline import airflow_launch
+
+    config = metadata.sqlite_metadata_connection_config(str(tmp_path / "m.sqlite"))
+    info = data_types.PipelineInfo("sentiment-polarity", str(tmp_path), run_id="sentiment-polarity:manual__1")
+    component = data_types.ComponentInfo("tfx.components.trainer.component.Trainer", "Trainer", info)
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+
+    def register(handle_class):
+        with handle_class(config) as handle:
+            contexts = handle.register_pipeline_contexts_if_not_exists(info)
+            execution = handle.register_execution(info, component, contexts, {"epochs": 1}, {"examples": [examples]})
+            return execution, contexts, handle.store.get_events_by_execution_ids([execution.id])
+
+    with metadata.Metadata(config) as handle:
+        handle.publish_artifacts([examples])
+    first, _, _ = register(metadata.Metadata)  # the first try, then SIGKILL
+    with pytest.raises(mlmd_errors.AlreadyExistsError):
+        register(metadata.Metadata)  # TFX 1.16 as it is: every retry fails
+    again, contexts, events = register(airflow_launch.RetryableMetadata)
+    assert again.id == first.id
+    assert [(e.artifact_id, e.type) for e in events] == [(examples.id, events[0].INPUT)]
+    assert [c.type for c in contexts][-1] == "component_run"
