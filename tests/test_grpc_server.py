@@ -523,3 +523,55 @@ def test_a_predictor_refusal_keeps_its_status(tmp_path, code):
     finally:
         channel.close()
         server.stop(None)
+
+
+def test_concurrent_grpc_and_rest_requests_share_the_batchers_model_calls(tmp_path):
+    """Through pipeline/batching.py's Batcher, as `serve` wires it: requests that arrive while the
+    model is busy are merged into one call, each gets its own rows, over gRPC and REST alike."""
+    import threading
+
+    from pipeline import batching
+
+    gate, calls = threading.Event(), []
+    signature = FakeSignature(on_call=lambda texts: calls.append(texts) or gate.wait(10))
+    base = tmp_path / NAME
+    (base / "1").mkdir(parents=True)
+    repository = serve.ModelRepository(base, loader=lambda path: signature)
+    gate.set()
+    repository.refresh()  # warm-up calls pass the open gate
+    gate.clear()
+    calls.clear()
+    batcher = batching.Batcher(repository, NAME, batching.BatchingParameters(num_batch_threads=1))
+    server, port = grpc_server.create_server(repository, NAME, port=0, threads=8, predictor=batcher)
+    server.start()
+    rest = serve.create_app(repository, NAME, predictor=batcher).test_client()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        first = stub.Predict.future(request_of(texts=["the first one"]), timeout=30)  # holds the model
+        deadline = time.time() + 10
+        while not calls and time.time() < deadline:
+            time.sleep(0.01)
+        texts = [["a b"], ["c d e f", "g"], ["h i j"]]
+        futures_ = [stub.Predict.future(request_of(texts=t, output_filter=["length"]), timeout=30) for t in texts]
+        rest_answer = {}
+        rest_thread = threading.Thread(target=lambda: rest_answer.update(rest.post(
+            f"/v1/models/{NAME}:predict", data=json.dumps({"instances": ["k l m n o"]}),
+            content_type="application/json").get_json()))
+        rest_thread.start()
+        deadline = time.time() + 10  # all four requests waiting in the batcher's queue (its internals)
+        while time.time() < deadline and sum(len(b.tasks) for q in list(batcher._queues.values()) for b in q) < 4:
+            time.sleep(0.01)
+        gate.set()
+        assert set(first.result().outputs) == OUTPUTS
+        for want, future in zip(texts, futures_):
+            np.testing.assert_array_equal(arrays(future.result())["length"], [len(t.split()) for t in want])
+        rest_thread.join(10)
+        assert [p["length"] for p in rest_answer["predictions"]] == [5]
+        assert len(calls) == 2 and calls[0] == ["the first one"]  # the four others in one call, in arrival order
+        assert sorted(calls[1]) == ["a b", "c d e f", "g", "h i j", "k l m n o"]
+    finally:
+        gate.set()
+        channel.close()
+        server.stop(None)
+        batcher.stop()
