@@ -28,7 +28,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from models import features  # noqa: E402
+from models import features, optimization  # noqa: E402
 
 LOGIT = "logit"
 MEMBER = "member"  # ensemble members are sub-models member_0, member_1, ...
@@ -349,9 +349,17 @@ def training_view(model: tf.keras.Model, adversarial_epsilon: float = 0.0) -> tf
     return view
 
 
-def compile_model(model: tf.keras.Model, learning_rate: float, clipnorm: float) -> None:
+def compile_model(model: tf.keras.Model, learning_rate: float, clipnorm: float,
+                  weight_averaging: float = 0.0) -> None:
+    """Adam (models/optimization.py), with a moving average of the weights of decay
+    `weight_averaging` (0 = none) kept inside the training step.
+
+    The optimizer is built here, so its state (moments, averages) exists before
+    training starts: a checkpoint restores it at once, and the averages start
+    from the weights the training starts from.
+    """
     model.compile(
-        optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm),
+        optimizer=optimization.make_optimizer(learning_rate, clipnorm, weight_averaging),
         loss={LOGIT: tf.keras.losses.BinaryCrossentropy(from_logits=True)},
         metrics={
             LOGIT: [
@@ -360,3 +368,4 @@ def compile_model(model: tf.keras.Model, learning_rate: float, clipnorm: float) 
             ]
         },
     )
+    model.optimizer.build(model.trainable_variables)

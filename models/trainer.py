@@ -19,7 +19,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 from absl import logging  # noqa: E402
 
-from models import calibration, embeddings, features, naive_bayes, warm_start  # noqa: E402
+from models import calibration, embeddings, features, naive_bayes, optimization, warm_start  # noqa: E402
 from models import model as model_lib  # noqa: E402
 
 HISTORY_FILE = "history.json"
@@ -255,47 +255,40 @@ def apply_thread_settings(training: dict[str, Any]) -> None:
                             pool, get(), threads, pool.upper())
 
 
-class WeightAveraging(tf.keras.callbacks.Callback):
-    """Validates, keeps and exports an exponential moving average of the weights.
+class ValidateOnAverage(tf.keras.callbacks.Callback):
+    """Validates on the moving average of the weights that the optimizer keeps (weight_averaging).
 
     The average of the last few hundred steps generalises better than the
-    last step's weights on small data. Training itself carries on from the
-    raw weights: they go back in at the start of every epoch.
+    last step's weights on small data. The optimizer updates it inside the
+    compiled training step (models/optimization.py); this callback only puts
+    it into the model's variables for the validation at the end of each epoch
+    and takes the raw weights back after it, so training carries on from them
+    and the per-epoch checkpoint (BackupAndRestore) holds the raw weights
+    beside the optimizer's averages. Early stopping records the averages
+    (EarlyStoppingOnAverage), and Model.fit leaves them in the model at the end
+    (the optimizer's finalize_variable_values): what is exported.
     """
 
-    def __init__(self, decay: float):
-        super().__init__()
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"weight_averaging must be in (0, 1), got {decay}")
-        self.decay = decay
-
     def on_train_begin(self, logs=None):
-        self._weights = list(self.model.trainable_weights)
-        self._average = [tf.Variable(w, trainable=False) for w in self._weights]
-        self._raw = [tf.Variable(w, trainable=False) for w in self._weights]
-        self._averaged_in = False
-
-    @tf.function
-    def _update(self):
-        for average, weight in zip(self._average, self._weights):
-            average.assign(self.decay * average + (1.0 - self.decay) * weight)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._update()
+        if not getattr(self.model.optimizer, "use_ema", False):
+            raise ValueError("weight averaging needs an optimizer that keeps the average: compile with "
+                             "models.model.compile_model(..., weight_averaging=DECAY)")
 
     def on_test_begin(self, logs=None):
-        # Validation, early stopping and the final model all see the average.
-        if not self._averaged_in:
-            for raw, average, weight in zip(self._raw, self._average, self._weights):
-                raw.assign(weight)
-                weight.assign(average)
-            self._averaged_in = True
+        self._averaged = optimization.averaged_weights(self.model)
+        self._averaged.__enter__()
 
-    def on_epoch_begin(self, epoch, logs=None):
-        if self._averaged_in:
-            for raw, weight in zip(self._raw, self._weights):
-                weight.assign(raw)
-            self._averaged_in = False
+    def on_test_end(self, logs=None):
+        self._averaged.__exit__(None, None, None)
+
+
+class EarlyStoppingOnAverage(tf.keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping, recording (and at the end restoring) the averaged weights
+    when the optimizer keeps an average; the model's own weights otherwise."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        with optimization.averaged_weights(self.model):
+            super().on_epoch_end(epoch, logs)
 
 
 def training_callbacks(training: dict[str, Any]) -> list[tf.keras.callbacks.Callback]:
@@ -308,11 +301,10 @@ def training_callbacks(training: dict[str, Any]) -> list[tf.keras.callbacks.Call
     if monitor not in MONITORS:
         raise ValueError(f"early_stopping_monitor {monitor!r} is not one of {sorted(MONITORS)}")
     mode = MONITORS[monitor]
-    # Before early stopping, so that it records (and restores) averaged weights.
-    callbacks = [WeightAveraging(float(training["weight_averaging"]))] if training.get("weight_averaging") else []
-    callbacks += [tf.keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
-                                                  patience=int(training["early_stopping_patience"]),
-                                                  restore_best_weights=True, verbose=1)]
+    # The average itself is kept by the optimizer (build_models passes weight_averaging to it).
+    callbacks = [ValidateOnAverage()] if training.get("weight_averaging") else []
+    callbacks += [EarlyStoppingOnAverage(monitor=monitor, mode=mode, patience=int(training["early_stopping_patience"]),
+                                         restore_best_weights=True, verbose=1)]
     schedule = training.get("lr_schedule") or "constant"
     if schedule == "plateau":
         callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=0,
@@ -356,7 +348,8 @@ def build_models(tf_transform_output: tft.TFTransformOutput, hyperparameters: di
     elif training.get("warm_start"):
         logging.info("Warm start asked for, but there is no blessed model yet; training from scratch")
     train_model = model_lib.training_view(model, float(training.get("adversarial_epsilon") or 0.0))
-    model_lib.compile_model(train_model, float(training["learning_rate"]), float(training["clipnorm"]))
+    model_lib.compile_model(train_model, float(training["learning_rate"]), float(training["clipnorm"]),
+                            float(training.get("weight_averaging") or 0.0))
     return model, train_model, carried
 
 

@@ -157,34 +157,6 @@ def test_early_stopping_and_the_schedule_watch_the_configured_metric_in_its_dire
         trainer.training_callbacks({"early_stopping_patience": 1, "lr_schedule": "cosine"})
 
 
-def test_weight_averaging_validates_and_keeps_the_average_while_training_continues_from_raw_weights():
-    tf.keras.utils.set_random_seed(0)
-    x = np.random.rand(128, 4).astype("float32")
-    y = (x.sum(axis=1) > 2).astype("float32")
-    dense = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
-    dense.compile(tf.keras.optimizers.SGD(0.5), "mse")
-    averaging, stop = trainer.training_callbacks({"early_stopping_patience": 5, "weight_averaging": 0.9})
-    assert isinstance(averaging, trainer.WeightAveraging) and averaging.decay == 0.9
-
-    seen_in_validation = []
-
-    class Probe(tf.keras.callbacks.Callback):
-        def on_test_end(self, logs=None):
-            seen_in_validation.append([w.numpy().copy() for w in self.model.trainable_weights])
-
-    dense.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), verbose=0,
-              callbacks=[averaging, Probe(), stop])
-    average = [a.numpy() for a in averaging._average]
-    raw = [r.numpy() for r in averaging._raw]
-    for got, want in zip(seen_in_validation[-1], average):
-        np.testing.assert_allclose(got, want)  # validation saw the average
-    for got, want in zip(dense.trainable_weights, average):
-        np.testing.assert_allclose(got.numpy(), want)  # ...and the model keeps it
-    assert not all(np.allclose(r, a) for r, a in zip(raw, average))  # the raw weights differ
-    with pytest.raises(ValueError, match="weight_averaging must be in"):
-        trainer.WeightAveraging(1.0)
-
-
 def test_the_export_carries_tf_servings_warmup_file_covering_every_padded_width(tiny_transform, tmp_path):
     from tensorflow_serving.apis import prediction_log_pb2
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import features, trainer
+from models import features, optimization, trainer
 from pipeline import configs
 
 EPOCHS = 4
@@ -33,17 +33,22 @@ def _write_transformed(rows, path):
     return str(path)
 
 
-def _hyperparameters():
+def _hyperparameters(weight_averaging: float = 0.0):
     dataset = configs.with_overrides(configs.POLARITY, {
         "pretrained_vocabulary": "0", "model.pretrained_embeddings": "", "model.ensemble_size": "1",
         "model.embedding_dim": "8", "model.rnn_units": "8", "model.attention_units": "8", "model.dense_units": "8",
-        "training.epochs": str(EPOCHS), "training.batch_size": "2", "training.weight_averaging": "0",
+        "training.epochs": str(EPOCHS), "training.batch_size": "2", "training.weight_averaging": str(weight_averaging),
         "training.naive_bayes_ngrams": "0", "training.early_stopping_patience": "100", "max_len": "12"})
     return configs.trainer_hyperparameters(dataclasses.replace(dataset))
 
 
 class _Killed(Exception):
     pass
+
+
+def _optimizer_state(model):
+    """The optimizer's variables (step, learning rate, Adam's moments, the weights' moving averages)."""
+    return [v.numpy().copy() for v in model.optimizer.variables]
 
 
 class _KillAfter(tf.keras.callbacks.Callback):
@@ -54,6 +59,7 @@ class _KillAfter(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch == self.epoch:
             self.weights = [w.numpy().copy() for w in self.model.weights]
+            self.optimizer = _optimizer_state(self.model)
             raise _Killed()
 
 
@@ -61,13 +67,22 @@ class _WeightsAtStart(tf.keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if not hasattr(self, "weights"):
             self.epoch, self.weights = epoch, [w.numpy().copy() for w in self.model.weights]
+            self.optimizer = _optimizer_state(self.model)
+            variables = self.model.trainable_variables
+            averages = optimization.moving_averages(self.model.optimizer, variables) or []
+            self.raw_minus_average = [float(np.abs(v.numpy() - a.numpy()).max()) for v, a in zip(variables, averages)]
 
 
-def test_a_killed_training_resumes_at_the_next_epoch_with_the_saved_weights(tiny_transform, tmp_path, monkeypatch):
+# With weight averaging the average lives in the optimizer: the checkpoint must hold it
+# beside the raw weights (which training carries on from), not the averaged weights
+# that validation saw.
+@pytest.mark.parametrize("weight_averaging", [0.0, 0.9])
+def test_a_killed_training_resumes_at_the_next_epoch_with_the_saved_weights(tiny_transform, tmp_path, monkeypatch,
+                                                                            weight_averaging):
     rows, tft_output = tiny_transform
     files = [_write_transformed(rows, tmp_path / "train.gz")]
     backup = str(tmp_path / "backup")
-    hyperparameters = _hyperparameters()
+    hyperparameters = _hyperparameters(weight_averaging)
     callbacks = trainer.training_callbacks
 
     kill = _KillAfter(KILLED_AFTER_EPOCH)
@@ -84,6 +99,12 @@ def test_a_killed_training_resumes_at_the_next_epoch_with_the_saved_weights(tiny
     assert start.epoch == KILLED_AFTER_EPOCH + 1
     for resumed, saved in zip(start.weights, kill.weights):
         np.testing.assert_array_equal(resumed, saved)
+    assert len(start.optimizer) == len(kill.optimizer) > 1
+    for resumed, saved in zip(start.optimizer, kill.optimizer):
+        np.testing.assert_array_equal(resumed, saved)
+    if weight_averaging:
+        # Training resumes from the raw weights, not from the average it also restored.
+        assert max(start.raw_minus_average) > 1e-4
     # A finished training leaves no checkpoint behind for the next one to resume from.
     assert not os.path.exists(backup) or not os.listdir(backup)
 
