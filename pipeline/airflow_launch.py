@@ -15,10 +15,13 @@ deployment needs (both seen on PostgreSQL with bench/airflow_deployment.py):
    value violates unique constraint uniqueartifacttypename".
 2. A retried task can register its execution again (`RetryableMetadata`). A
    try that died after registering (SIGKILL, a lost worker) leaves its
-   component-run context, execution and input events in the store; TFX reuses
-   that execution on the next try but puts the same input events again, which
-   ML Metadata refuses ("Given event already exists"): every Airflow retry of
-   such a task failed.
+   component-run context, execution, input events and pending outputs in the
+   store; TFX reuses that execution on the next try but puts the same input
+   events again ("Given event already exists"), then registers outputs with
+   the same names again ("duplicate key ... (type_id, name)"), both refused by
+   ML Metadata: every Airflow retry of such a task failed. Here the retry
+   reuses the execution, its events and its outputs (same URIs: they are named
+   after the execution id).
 
 Nothing here imports Airflow: the main venv tests it too.
 """
@@ -44,7 +47,8 @@ class RetryableMetadata(tfx_metadata.Metadata):
 
     On a retry the component run's context already exists: the execution of the
     try that died is reused, as TFX does, with input events only for inputs that
-    try did not record (none, when the upstream outputs are the same).
+    try did not record (none, when the upstream outputs are the same), and the
+    outputs it registered are taken over.
     """
 
     def register_execution(self, pipeline_info, component_info, contexts, exec_properties=None,
@@ -69,6 +73,27 @@ class RetryableMetadata(tfx_metadata.Metadata):
             self.store.put_execution(execution=execution, artifact_and_events=pairs, contexts=given + [context])
             contexts[:] = given + [context]
             return execution
+
+    def update_execution(self, execution, component_info, input_artifacts=None, output_artifacts=None,
+                         exec_properties=None, execution_state=None, artifact_state=None, contexts=None) -> None:
+        if output_artifacts and execution.id:
+            self._adopt_registered_outputs(execution.id, output_artifacts)
+        super().update_execution(execution, component_info, input_artifacts, output_artifacts, exec_properties,
+                                 execution_state, artifact_state, contexts)
+
+    def _adopt_registered_outputs(self, execution_id: int, output_artifacts: dict) -> None:
+        """The dead try of a reused execution already registered its (pending) outputs: same execution,
+        so same URI and name (`KEY:RUN_ID`, unique per type). This try's outputs are those artifacts;
+        registering them anew would fail on the name."""
+        ids = [event.artifact_id for event in self.store.get_events_by_execution_ids([execution_id])
+               if event.type == metadata_store_pb2.Event.OUTPUT]
+        if not ids:
+            return
+        registered = {(a.uri, a.name): a.id for a in self.store.get_artifacts_by_id(ids)}
+        for artifacts in output_artifacts.values():
+            for artifact in artifacts:
+                if not artifact.id and (artifact.uri, artifact.name) in registered:
+                    artifact.id = registered[(artifact.uri, artifact.name)]
 
 
 def launch_component(tfx_launch: functools.partial, **context: Any) -> None:

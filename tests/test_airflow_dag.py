@@ -239,9 +239,11 @@ def test_launch_component_records_the_run_id_qualified_by_the_dag_id(tmp_path):
 
 
 def test_a_retried_component_registers_its_execution_again(tmp_path):
-    """A try killed after registering its execution: TFX's own Metadata refuses the retry (the same
-    input events again); RetryableMetadata reuses the execution without duplicating its events."""
+    """A try killed after registering its execution and pending outputs: TFX's own Metadata refuses the
+    retry (the same input events, then outputs of the same names, again); RetryableMetadata reuses the
+    execution and its outputs without duplicating an event, and the retry publishes."""
     from ml_metadata import errors as mlmd_errors
+    from ml_metadata.proto import metadata_store_pb2
     from tfx.orchestration import data_types, metadata
     from tfx.types import standard_artifacts
 
@@ -253,18 +255,31 @@ def test_a_retried_component_registers_its_execution_again(tmp_path):
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")
 
-    def register(handle_class):
+    def model(execution_id):  # as TFX's driver names and places an output
+        artifact = standard_artifacts.Model()
+        artifact.uri, artifact.name = str(tmp_path / "Trainer" / "model" / str(execution_id)), f"model:{info.run_id}"
+        return artifact
+
+    def try_once(handle_class, publish=False):
         with handle_class(config) as handle:
             contexts = handle.register_pipeline_contexts_if_not_exists(info)
             execution = handle.register_execution(info, component, contexts, {"epochs": 1}, {"examples": [examples]})
-            return execution, contexts, handle.store.get_events_by_execution_ids([execution.id])
+            outputs = {"model": [model(execution.id)]}
+            handle.update_execution(execution=execution, component_info=component, output_artifacts=outputs,
+                                    contexts=contexts)
+            if publish:
+                handle.publish_execution(component, outputs)
+            events = handle.store.get_events_by_execution_ids([execution.id])
+            state = handle.store.get_executions_by_id([execution.id])[0].properties["state"].string_value
+            return execution, outputs["model"][0], sorted((e.artifact_id, e.type) for e in events), state
 
     with metadata.Metadata(config) as handle:
         handle.publish_artifacts([examples])
-    first, _, _ = register(metadata.Metadata)  # the first try, then SIGKILL
+    first, first_model, _, _ = try_once(metadata.Metadata)  # the first try, then SIGKILL
     with pytest.raises(mlmd_errors.AlreadyExistsError):
-        register(metadata.Metadata)  # TFX 1.16 as it is: every retry fails
-    again, contexts, events = register(airflow_launch.RetryableMetadata)
-    assert again.id == first.id
-    assert [(e.artifact_id, e.type) for e in events] == [(examples.id, events[0].INPUT)]
-    assert [c.type for c in contexts][-1] == "component_run"
+        try_once(metadata.Metadata)  # TFX 1.16 as it is: every retry fails
+    again, again_model, events, state = try_once(airflow_launch.RetryableMetadata, publish=True)
+    assert (again.id, again_model.id) == (first.id, first_model.id)
+    event = metadata_store_pb2.Event
+    assert events == [(examples.id, event.INPUT), (first_model.id, event.OUTPUT)]
+    assert state == "complete"
