@@ -287,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-after", type=float, default=20.0, help="seconds the task runs before the kill")
     parser.add_argument("--retries", type=int, default=1, help="SENTIMENT_AIRFLOW_RETRIES")
     parser.add_argument("--retry-delay", type=float, default=10.0, help="SENTIMENT_AIRFLOW_RETRY_DELAY (seconds)")
+    parser.add_argument("--zombie-interval", type=float, default=120.0,
+                        help="AIRFLOW__SCHEDULER__ZOMBIE_DETECTION_INTERVAL (seconds; Airflow's default is 10)")
     parser.add_argument("--parallelism", type=int, default=4, help="AIRFLOW__CORE__PARALLELISM")
     parser.add_argument("--worker-concurrency", default="2,1", help="celery: one number per worker")
     parser.add_argument("--set", default="", help="more SENTIMENT_SET overrides, comma-separated")
@@ -375,6 +377,12 @@ def scenario_run(args, report, services: Services, work: Path, datasets, dag_ids
         # The DAG file does not change during a run: parse it once, not every 30 s.
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "3600",
         "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
+        # A task whose process died (SIGKILL, a lost worker) is a zombie: the scheduler finds it every
+        # zombie_detection_interval (10 s) until the DAG processor has run its failure callback, which
+        # parses the DAG file first (20-28 s here: TensorFlow). Found twice, it gets two callbacks: the
+        # first sets up_for_retry, the second, after the retry is queued, sets failed (apache/airflow
+        # #31212, #42553, still in 2.10). Looking less often than the file takes to parse avoids it.
+        "AIRFLOW__SCHEDULER__ZOMBIE_DETECTION_INTERVAL": str(args.zombie_interval),
         "AIRFLOW__WEBSERVER__SECRET_KEY": secrets.token_hex(16),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
@@ -658,19 +666,29 @@ def retry_check(report: dict, dag_id: str, task_id: str, home: Path) -> dict:
     upstream_ids = ancestors(task_graph_from_report(run_report), task_id)
     failed_tries = [f for f in report["task_failures"] if f["dag_id"] == dag_id and f["task_id"] == task_id]
     attempt_logs = sorted(p.name for p in (home / "logs").glob(f"dag_id={dag_id}/run_id=*/task_id={task_id}/*.log"))
-    exit_lines = []
-    for path in (home / "logs").glob(f"dag_id={dag_id}/run_id=*/task_id={task_id}/attempt=1.log"):
-        exit_lines = [line.strip()[-160:] for line in path.read_text(errors="replace").splitlines()
-                      if "return code" in line or "zombie" in line.lower()]
+    exit_lines, before_kill = attempt1_end(home, dag_id, task_id)
     others_once = {t: tasks[t]["try_number"] for t in tasks if t != task_id}
     ok = (run_report["state"] == "success" and killed["state"] == "success" and killed["try_number"] == 2
           and all(n == 1 for n in others_once.values()))
     return {"ok": ok, "task": task_id, "final_state": killed["state"], "final_try_number": killed["try_number"],
             "failed_tries_recorded": failed_tries, "attempt_logs": attempt_logs, "attempt1_exit": exit_lines,
+            "attempt1_last_lines_before_kill": before_kill,
             "upstream_tasks": sorted(upstream_ids),
             "upstream_try_numbers": {t: tasks[t]["try_number"] for t in sorted(upstream_ids)},
             "other_tasks_try_numbers": others_once, "mlmd_executions_of_task":
                 report["mlmd_executions"]["executions"].get(dag_id, {}).get(task_id)}
+
+
+def attempt1_end(home: Path, dag_id: str, task_id: str) -> tuple[list[str], list[str]]:
+    """The first try's exit lines, and what the task logged last before it was killed."""
+    exit_lines, before = [], []
+    for path in (home / "logs").glob(f"dag_id={dag_id}/run_id=*/task_id={task_id}/attempt=1.log"):
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()
+                 if line.strip() and "warn" not in line.lower()]
+        ends = [i for i, line in enumerate(lines) if "return code" in line]
+        exit_lines = [lines[i][-160:] for i in ends]
+        before = [line[-160:] for line in lines[max(0, ends[0] - 3):ends[0]]] if ends else []
+    return exit_lines, before
 
 
 def task_graph_from_report(run_report: dict) -> dict[str, set[str]]:
