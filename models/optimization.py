@@ -8,9 +8,9 @@ before scattering the batch's rows in. On the polarity ensemble's three
 TensorFlow's fused ResourceApplyAdam kernel on the gradient made dense (the
 same formula: m and v decay everywhere, the rows the batch touched get its
 gradient). The moving average is Keras' own (`use_ema`, `ema_momentum`),
-updated in the compiled step right after the variables, in place
-(average -= (1 - momentum) * (average - weight)); it used to be a Python
-callback after every batch, as slow as the batch itself.
+updated in the compiled step right after the variables, in place, in one
+pass over each variable; it used to be a Python callback after every batch,
+as slow as the batch itself.
 
 The averages are optimizer variables: Keras' BackupAndRestore checkpoints
 them with the raw weights, and `Model.fit` puts them into the model's
@@ -52,14 +52,20 @@ class FusedAdam(tf.keras.optimizers.Adam):
             lr=tf.cast(self.learning_rate, dtype), beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=gradient)
 
     def _update_model_variables_moving_average(self, var_list):
-        if not self.use_ema:
-            return
+        if not self.use_ema or not self.ema_momentum:
+            return super()._update_model_variables_moving_average(var_list)
+        # average <- momentum * average + (1 - momentum) * weight in one pass, in place: the
+        # proximal gradient step with l1 = 0 computes var <- (var - alpha * delta) / (1 + alpha * l2),
+        # which with alpha = -(1 - momentum) / momentum, l2 = -1 and delta = the weight is exactly
+        # that (1 + alpha * l2 = 1 / momentum). Half the memory traffic of the two-pass update, which
+        # matters over 120k x 50 embeddings (3 of them in the polarity ensemble) every step.
+        momentum = float(self.ema_momentum)
         for variable in var_list:
             average = self._model_variables_moving_average[self._index_dict[self._var_key(variable)]]
-            # average <- momentum * average + (1 - momentum) * weight, in place.
-            tf.raw_ops.ResourceApplyGradientDescent(
-                var=average.handle, alpha=tf.constant(1.0 - self.ema_momentum, average.dtype),
-                delta=average - variable)
+            tf.raw_ops.ResourceApplyProximalGradientDescent(
+                var=average.handle, alpha=tf.constant(-(1.0 - momentum) / momentum, average.dtype),
+                l1=tf.constant(0.0, average.dtype), l2=tf.constant(-1.0, average.dtype),
+                delta=variable.read_value())
 
 
 def make_optimizer(learning_rate: float, clipnorm: float, weight_averaging: float = 0.0) -> FusedAdam:
