@@ -54,6 +54,8 @@ class TrainingConfig:
     clipnorm: float = 1.0
     # Decay of an exponential moving average of the weights, which validation,
     # early stopping and the export use (0 = off; 0.99 averages ~100 steps).
+    # The optimizer keeps it inside the training step (Keras' use_ema with
+    # ema_momentum = this; models/optimization.py); training continues from the raw weights.
     weight_averaging: float = 0.0
     # Adversarial training on the word vectors (Miyato et al., 2017): the
     # L2 norm of the perturbation per example (0 = off; doubles the step cost).
