@@ -1,0 +1,274 @@
+"""REST load test with server-side batching on and off, and the model's in-process throughput, in one run.
+
+The issue's loads over `python -m pipeline serve`'s REST API, from client processes
+(requests.Session, JSON bodies; latency = from sending the request to the answer parsed):
+
+* `batch_32_imdb_reviews`: 32 IMDB test reviews per request, 4 clients;
+* `single_short_review`: one short review per request, 8 clients;
+* `one_client_one_review`: one short review per request, 1 client;
+* `batch_32_imdb_reviews_probability_label`: as the first, with `"output_filter":
+  ["probability", "label"]`.
+
+The server is started twice, on a directory holding only the newest version of
+--model-base-dir: with batching (serve's default) and with --no-batching, each with
+serve's own thread default (16 with batching, 4 without; `--server-arg=--threads=N`
+forces one). Before that, the model's own throughput on batches of 32 reviews is
+measured in a process of its own (load, warm-up as the server does, then timed calls),
+so the REST figures are a share of it measured under the same machine state. The
+server's batching counters (status answer) give the texts per model call under each
+load. Writes bench/results/load_test_rest.json.
+
+    .venv/bin/python bench/load_test_rest.py --model-base-dir /work/replay/warm/serving/sentiment-imdb
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from load_test import SHORT_REVIEWS, imdb_reviews  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "load_test_rest.json"
+# (load, texts per request, clients, output_filter)
+LOADS = (("batch_32_imdb_reviews", 32, 4, ()), ("single_short_review", 1, 8, ()),
+         ("one_client_one_review", 1, 1, ()),
+         ("batch_32_imdb_reviews_probability_label", 32, 4, ("probability", "label")))
+SETTINGS = (("batching_on", ["--batching"]), ("batching_off", ["--no-batching"]))
+
+
+def _texts(rng: random.Random, reviews: list[str], count: int) -> list[str]:
+    if count == 1:
+        return [rng.choice(SHORT_REVIEWS)]
+    return [reviews[rng.randrange(len(reviews))] for _ in range(count)]
+
+
+def _client(url, reviews, count, output_filter, seed, ready, go, start_at, duration, out):
+    """One client process: its own session; latencies of 200 answers, error samples."""
+    rng = random.Random(seed)
+    session = requests.Session()
+    errors: list[str] = []
+
+    def call() -> bool:
+        body = {"instances": _texts(rng, reviews, count)}
+        if output_filter:
+            body["output_filter"] = list(output_filter)
+        response = session.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=60)
+        if response.status_code != 200:
+            errors.append(f"{response.status_code}: {response.text[:200]}")
+            return False
+        return len(response.json()["predictions"]) == count
+
+    try:
+        call()  # the connection and first-request costs, before the clock starts
+    except requests.RequestException as error:
+        errors.append(repr(error)[:200])
+    ready.put(True)
+    go.wait()
+    while time.monotonic() < start_at.value:
+        time.sleep(0.001)
+    stop_at = start_at.value + duration
+    latencies: list[float] = []
+    while time.monotonic() < stop_at:
+        t0 = time.perf_counter()
+        try:
+            ok = call()
+        except requests.RequestException as error:
+            ok = False
+            errors.append(repr(error)[:200])
+        if ok:
+            latencies.append(time.perf_counter() - t0)
+    out.put({"latencies": latencies, "errors": len(errors), "error_samples": errors[:3]})
+
+
+def run_load(url: str, reviews: list[str], count: int, clients: int, output_filter, duration: float) -> dict:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    start_at = ctx.Value("d", 0.0)
+    procs = [ctx.Process(target=_client, args=(url, reviews, count, output_filter, 1000 + i, ready, go, start_at,
+                                               duration, out)) for i in range(clients)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.get(timeout=300)
+    start_at.value = time.monotonic() + 0.2
+    go.set()
+    results = [out.get(timeout=duration + 300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    latencies = sorted(x for r in results for x in r["latencies"])
+
+    def pct(p):
+        return round(1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))], 2) if latencies else None
+
+    rate = len(latencies) / duration
+    return {"clients": clients, "texts_per_request": count, "output_filter": list(output_filter),
+            "duration_s": duration, "requests_ok": len(latencies), "errors": sum(r["errors"] for r in results),
+            "error_samples": [s for r in results for s in r["error_samples"]][:5],
+            "requests_per_s": round(rate, 2), "reviews_per_s": round(rate * count, 1),
+            "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
+
+
+def _in_process(model_dir, reviews, seconds, out):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    sys.path.insert(0, str(ROOT))
+    from pipeline import predict, serve
+
+    signature = predict.load_signature(Path(model_dir))
+    serve.warm_up(signature, Path(model_dir))
+    rng = random.Random(0)
+    for _ in range(5):
+        predict.run_signature(signature, _texts(rng, reviews, 32))
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        predict.run_signature(signature, _texts(rng, reviews, 32))
+        done += 32
+    out.put(round(done / (time.perf_counter() - t0), 1))
+
+
+def in_process_reviews_per_s(model_dir: Path, reviews: list[str], seconds: float) -> float:
+    """The serving signature's own throughput on batches of 32 reviews (input tensor to numpy outputs)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_in_process, args=(str(model_dir), reviews, seconds, out))
+    proc.start()
+    value = out.get(timeout=900)
+    proc.join(timeout=60)
+    return value
+
+
+def _rss_mb(pid: int) -> dict:
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = round(int(value.split()[0]) / 1024, 1)
+    return {"rss_mb": fields.get("VmRSS"), "peak_rss_mb": fields.get("VmHWM")}
+
+
+def start_server(base_dir: Path, name: str, extra: list[str]) -> tuple[subprocess.Popen, str, list[str]]:
+    """`python -m pipeline serve` on a free port (gRPC off): (process, base URL, its log lines so far)."""
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    command = [sys.executable, "-m", "pipeline", "serve", "--model-base-dir", str(base_dir), "--model-name", name,
+               "--host", "127.0.0.1", "--port", "0", "--grpc-port", "0", *extra]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.rstrip())
+        if line.startswith("Serving "):
+            base = line.split(" on ", 1)[1].strip().rsplit("/v1/models/", 1)[0]
+            break
+    else:
+        raise RuntimeError(f"server exited with {proc.wait()} before serving: {lines[-20:]}")
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # drain
+    return proc, base, lines
+
+
+def _counters(base: str, name: str) -> dict:
+    return requests.get(f"{base}/v1/models/{name}", timeout=10).json().get("batching") or {}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-base-dir", required=True, help="serving directory with numbered versions")
+    parser.add_argument("--model-name", default="sentiment")
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per load")
+    parser.add_argument("--in-process-seconds", type=float, default=10.0)
+    parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                        help="an extra argument of `pipeline serve` for both servers (repeatable)")
+    parser.add_argument("--settings", default="batching_on,batching_off", help="which servers, in order")
+    parser.add_argument("--output", default=str(RESULTS))
+    args = parser.parse_args(argv)
+
+    reviews = imdb_reviews(Path(args.data_dir), 512)
+    source = Path(args.model_base_dir).resolve()
+    versions = sorted(int(p.name) for p in source.iterdir() if p.name.isdigit())
+    if not versions:
+        raise SystemExit(f"no version under {source}")
+    served = source / str(versions[-1])
+    settings = [(name, extra) for name, extra in SETTINGS if name in args.settings.split(",")]
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="load-test-rest-") as tmp:
+        base_dir = Path(tmp) / args.model_name
+        base_dir.mkdir()
+        (base_dir / served.name).symlink_to(served, target_is_directory=True)
+        in_process = in_process_reviews_per_s(served, reviews, args.in_process_seconds)
+        print(f"in-process: {in_process} reviews/s (batches of 32)", flush=True)
+        for setting, extra in settings:
+            extra = extra + args.server_arg
+            started = time.monotonic()
+            proc, base, lines = start_server(base_dir, args.model_name, extra)
+            entry: dict = {"server_args": extra, "server_start_to_serving_s": round(time.monotonic() - started, 1),
+                           "server_log": [line.split(" ", 3)[-1] for line in lines if "batching:" in line],
+                           "loads": {}}
+            url = f"{base}/v1/models/{args.model_name}:predict"
+            try:
+                entry["memory"] = {"after_load_and_warm_up": _rss_mb(proc.pid)}
+                for load, count, clients, output_filter in LOADS:
+                    before = _counters(base, args.model_name)
+                    got = run_load(url, reviews, count, clients, output_filter, args.duration)
+                    after = _counters(base, args.model_name)
+                    if after:  # the clients' first, unclocked requests are counted too
+                        calls = after["batches"] - before["batches"]
+                        got["model_calls"] = calls
+                        got["texts_per_model_call"] = round((after["instances"] - before["instances"]) / calls, 2)
+                        got["requests_per_model_call"] = round((after["requests"] - before["requests"]) / calls, 2)
+                        got["refused_queue_full"] = after["rejected"] - before["rejected"]
+                    if count == 32:
+                        got["share_of_in_process"] = round(got["reviews_per_s"] / in_process, 3)
+                    entry["loads"][load] = got
+                    print(f"{setting:<13} {load:<40} {got['requests_per_s']:8.2f} req/s {got['reviews_per_s']:8.1f} "
+                          f"reviews/s  p50 {got['p50_ms']} ms  p99 {got['p99_ms']} ms  errors {got['errors']}  "
+                          f"requests/call {got.get('requests_per_model_call', 1.0)}", flush=True)
+                entry["memory"]["after_the_loads"] = _rss_mb(proc.pid)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+            results[setting] = entry
+    report = {"model_base_dir": str(source), "version_served": served.name,
+              "in_process_reviews_per_s_batch32": in_process,
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "note": "2 cores shared with other work during the run (other sessions' tests and "
+                                  "pipelines); the client processes run on the same cores"},
+              "clients": "separate processes, requests.Session, JSON bodies; latency: request sent to answer parsed",
+              "imdb_review_chars_mean": round(sum(map(len, reviews)) / len(reviews), 1),
+              "duration_s_per_load": args.duration, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "results": results}
+    if "batching_on" in results and "batching_off" in results:
+        on, off = results["batching_on"]["loads"], results["batching_off"]["loads"]
+        report["on_over_off"] = {
+            load: {"requests_per_s": round(on[load]["requests_per_s"] / off[load]["requests_per_s"], 2)
+                   if off[load]["requests_per_s"] else None,
+                   "p50_ms_on_off": [on[load]["p50_ms"], off[load]["p50_ms"]],
+                   "p99_ms_on_off": [on[load]["p99_ms"], off[load]["p99_ms"]]} for load in on}
+        for load, r in report["on_over_off"].items():
+            print(f"{load:<40} on/off {r['requests_per_s']}x  p50 {r['p50_ms_on_off']}  p99 {r['p99_ms_on_off']}")
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
+    print(f"written to {output}")
+    return 0 if all(r["errors"] == 0 for s in results.values() for r in s["loads"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
