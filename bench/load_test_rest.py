@@ -196,7 +196,8 @@ def main(argv=None) -> int:
     parser.add_argument("--in-process-seconds", type=float, default=10.0)
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="an extra argument of `pipeline serve` for both servers (repeatable)")
-    parser.add_argument("--settings", default="batching_on,batching_off", help="which servers, in order")
+    parser.add_argument("--settings", default="batching_on,batching_off", choices=None,
+                        help="which servers, in this order (batching_on, batching_off)")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
 
@@ -206,7 +207,8 @@ def main(argv=None) -> int:
     if not versions:
         raise SystemExit(f"no version under {source}")
     served = source / str(versions[-1])
-    settings = [(name, extra) for name, extra in SETTINGS if name in args.settings.split(",")]
+    known = dict(SETTINGS)
+    settings = [(name, known[name]) for name in args.settings.split(",")]
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="load-test-rest-") as tmp:
         base_dir = Path(tmp) / args.model_name

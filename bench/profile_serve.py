@@ -127,14 +127,14 @@ def run_case(client, path: str, bodies: list[bytes]) -> dict:
     profiled_total = time.perf_counter() - started
     stats = pstats.Stats(profiler)
     seconds = categorize(stats, profiled_total)
-    shares = {k: round(v / profiled_total, 3) for k, v in seconds.items()}
+    shares = {k: v / profiled_total for k, v in seconds.items()}
     top = sorted(((ct, f"{Path(f).name}:{n}") for (f, _, n), (_, _, _, ct, _) in stats.stats.items()),
                  reverse=True)[:25]
     return {"requests": len(bodies), "request_bytes_mean": round(sum(map(len, bodies)) / len(bodies)),
             "response_bytes_mean": round(sum(sizes) / len(sizes)),
             "ms_per_request_unprofiled": round(1000 * wall, 3),
             "ms_per_request_profiled": round(1000 * profiled_total / len(bodies), 3),
-            "share_of_profiled_time": shares,
+            "share_of_profiled_time": {k: round(v, 4) for k, v in shares.items()},
             "ms_per_request": {k: round(1000 * wall * v, 3) for k, v in shares.items()},
             "top_cumulative_s": [[name, round(ct, 3)] for ct, name in top]}
 
