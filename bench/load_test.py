@@ -309,7 +309,7 @@ def _in_process_child(model_dir, reviews, seconds, out):
     out.put(round(done / (time.perf_counter() - t0), 1))
 
 
-def grpc_in_process_reviews_per_s(model_dir: Path, reviews: list[str], seconds: float) -> float:
+def in_process_reviews_per_s(model_dir: Path, reviews: list[str], seconds: float) -> float:
     """The signature's own throughput on batches of 32 reviews, in a process of its own."""
     import multiprocessing
 
@@ -322,7 +322,8 @@ def grpc_in_process_reviews_per_s(model_dir: Path, reviews: list[str], seconds: 
     return value
 
 
-def _rss_mb(pid: int) -> dict:
+def rss_mb(pid: int) -> dict:
+    """The process's resident and peak resident memory, from /proc."""
     fields = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -367,7 +368,7 @@ def grpc_main(args) -> int:
         base_dir = Path(tmp) / args.model_name
         base_dir.mkdir()
         (base_dir / served.name).symlink_to(served, target_is_directory=True)
-        in_process = grpc_in_process_reviews_per_s(served, reviews, args.in_process_seconds)
+        in_process = in_process_reviews_per_s(served, reviews, args.in_process_seconds)
         print(f"in-process: {in_process} reviews/s (batches of 32)", flush=True)
         started = time.monotonic()
         proc, base, target = start_grpc_server(base_dir, args.model_name, args.grpc_server_threads,
@@ -376,7 +377,7 @@ def grpc_main(args) -> int:
         results: dict = {"grpc": {}, "rest": {}}
         try:
             status = requests.get(f"{base}/v1/models/{args.model_name}", timeout=10).json()
-            memory = {"after_load_and_warm_up": _rss_mb(proc.pid)}
+            memory = {"after_load_and_warm_up": rss_mb(proc.pid)}
             for protocol in args.grpc_protocols:
                 for load, count, clients, output_filter in GRPC_LOADS:
                     if protocol == "grpc":
@@ -391,7 +392,7 @@ def grpc_main(args) -> int:
                     print(f"{protocol:<5} {load:<40} {got['requests_per_s']:8.2f} req/s {got['reviews_per_s']:8.1f} "
                           f"reviews/s  p50 {got['p50_ms']} ms  p99 {got['p99_ms']} ms  errors {got['errors']}  "
                           f"({clients} client processes)", flush=True)
-            memory["after_the_loads"] = _rss_mb(proc.pid)
+            memory["after_the_loads"] = rss_mb(proc.pid)
             status_after = requests.get(f"{base}/v1/models/{args.model_name}", timeout=10).json()
         finally:
             proc.terminate()

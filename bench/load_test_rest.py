@@ -40,7 +40,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from load_test import SHORT_REVIEWS, imdb_reviews  # noqa: E402
+from load_test import SHORT_REVIEWS, imdb_reviews, in_process_reviews_per_s, rss_mb  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "load_test_rest.json"
 # (load, texts per request, clients, output_filter)
@@ -124,47 +124,6 @@ def run_load(url: str, reviews: list[str], count: int, clients: int, output_filt
             "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
 
 
-def _in_process(model_dir, reviews, seconds, out):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    sys.path.insert(0, str(ROOT))
-    from pipeline import predict, serve
-
-    signature = predict.load_signature(Path(model_dir))
-    serve.warm_up(signature, Path(model_dir))
-    rng = random.Random(0)
-    for _ in range(5):
-        predict.run_signature(signature, _texts(rng, reviews, 32))
-    done, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        predict.run_signature(signature, _texts(rng, reviews, 32))
-        done += 32
-    out.put(round(done / (time.perf_counter() - t0), 1))
-
-
-def in_process_reviews_per_s(model_dir: Path, reviews: list[str], seconds: float) -> float:
-    """The serving signature's own throughput on batches of 32 reviews (input tensor to numpy outputs)."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    proc = ctx.Process(target=_in_process, args=(str(model_dir), reviews, seconds, out))
-    proc.start()
-    value = out.get(timeout=900)
-    proc.join(timeout=60)
-    return value
-
-
-def _rss_mb(pid: int) -> dict:
-    fields = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = round(int(value.split()[0]) / 1024, 1)
-    return {"rss_mb": fields.get("VmRSS"), "peak_rss_mb": fields.get("VmHWM")}
-
-
 def start_server(base_dir: Path, name: str, extra: list[str]) -> tuple[subprocess.Popen, str, list[str]]:
     """`python -m pipeline serve` on a free port (gRPC off): (process, base URL, its log lines so far)."""
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
@@ -225,7 +184,7 @@ def main(argv=None) -> int:
                            "loads": {}}
             url = f"{base}/v1/models/{args.model_name}:predict"
             try:
-                entry["memory"] = {"after_load_and_warm_up": _rss_mb(proc.pid)}
+                entry["memory"] = {"after_load_and_warm_up": rss_mb(proc.pid)}
                 for load, count, clients, output_filter in LOADS:
                     before = _counters(base, args.model_name)
                     got = run_load(url, reviews, count, clients, output_filter, args.duration)
@@ -242,7 +201,7 @@ def main(argv=None) -> int:
                     print(f"{setting:<13} {load:<40} {got['requests_per_s']:8.2f} req/s {got['reviews_per_s']:8.1f} "
                           f"reviews/s  p50 {got['p50_ms']} ms  p99 {got['p99_ms']} ms  errors {got['errors']}  "
                           f"requests/call {got.get('requests_per_model_call', 1.0)}", flush=True)
-                entry["memory"]["after_the_loads"] = _rss_mb(proc.pid)
+                entry["memory"]["after_the_loads"] = rss_mb(proc.pid)
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
