@@ -208,7 +208,7 @@ def _grpc_client_process(target, name, reviews, count, output_filter, seed, read
         response = stub.Predict(request, timeout=60)
         return "probability" in response.outputs
 
-    _client_loop(call, (grpc.RpcError,), ready, go, start_at, duration, out)
+    client_loop(call, (grpc.RpcError,), ready, go, start_at, duration, out)
     channel.close()
 
 
@@ -223,10 +223,11 @@ def _rest_client_process(url, name, reviews, count, output_filter, seed, ready, 
         response = session.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=60)
         return response.status_code == 200 and "predictions" in response.json()
 
-    _client_loop(call, (requests.RequestException,), ready, go, start_at, duration, out)
+    client_loop(call, (requests.RequestException,), ready, go, start_at, duration, out)
 
 
-def _client_loop(call, failures, ready, go, start_at, duration, out):
+def client_loop(call, failures, ready, go, start_at, duration, out):
+    """One client's timed loop: `call()` answers True for a good answer; latencies of those, error samples."""
     errors: list[str] = []
     try:
         call()  # connect, and the first request's costs, before the clock starts

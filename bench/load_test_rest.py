@@ -40,7 +40,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from load_test import SHORT_REVIEWS, imdb_reviews, in_process_reviews_per_s, rss_mb  # noqa: E402
+from load_test import SHORT_REVIEWS, client_loop, imdb_reviews, in_process_reviews_per_s, rss_mb  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "load_test_rest.json"
 # (load, texts per request, clients, output_filter)
@@ -60,7 +60,6 @@ def _client(url, reviews, count, output_filter, seed, ready, go, start_at, durat
     """One client process: its own session; latencies of 200 answers, error samples."""
     rng = random.Random(seed)
     session = requests.Session()
-    errors: list[str] = []
 
     def call() -> bool:
         body = {"instances": _texts(rng, reviews, count)}
@@ -68,30 +67,10 @@ def _client(url, reviews, count, output_filter, seed, ready, go, start_at, durat
             body["output_filter"] = list(output_filter)
         response = session.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=60)
         if response.status_code != 200:
-            errors.append(f"{response.status_code}: {response.text[:200]}")
-            return False
+            raise requests.HTTPError(f"{response.status_code}: {response.text[:200]}")
         return len(response.json()["predictions"]) == count
 
-    try:
-        call()  # the connection and first-request costs, before the clock starts
-    except requests.RequestException as error:
-        errors.append(repr(error)[:200])
-    ready.put(True)
-    go.wait()
-    while time.monotonic() < start_at.value:
-        time.sleep(0.001)
-    stop_at = start_at.value + duration
-    latencies: list[float] = []
-    while time.monotonic() < stop_at:
-        t0 = time.perf_counter()
-        try:
-            ok = call()
-        except requests.RequestException as error:
-            ok = False
-            errors.append(repr(error)[:200])
-        if ok:
-            latencies.append(time.perf_counter() - t0)
-    out.put({"latencies": latencies, "errors": len(errors), "error_samples": errors[:3]})
+    client_loop(call, (requests.RequestException,), ready, go, start_at, duration, out)
 
 
 def run_load(url: str, reviews: list[str], count: int, clients: int, output_filter, duration: float) -> dict:
