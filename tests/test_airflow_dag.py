@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import configs, data_sources
-from tests.conftest import required_upstream
+from tests.helpers import required_upstream
 
 ROOT = configs.PROJECT_ROOT
 DAG_FILE = ROOT / "pipeline" / "airflow_dag.py"

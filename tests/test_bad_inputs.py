@@ -19,7 +19,7 @@ import tensorflow_data_validation as tfdv
 from components import review_example_gen as gen
 from components import review_sources, validation_gate
 from pipeline import configs
-from tests.conftest import write_tar
+from tests.helpers import write_tar
 
 POLARITY_SCHEMA = tfdv.load_schema_text(str(configs.POLARITY.schema_dir / "schema.pbtxt"))
 IMDB_SCHEMA = tfdv.load_schema_text(str(configs.IMDB.schema_dir / "schema.pbtxt"))

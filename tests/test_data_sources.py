@@ -5,7 +5,7 @@ import hashlib
 import pytest
 
 from pipeline import configs, data_sources
-from tests.conftest import write_tar
+from tests.helpers import write_tar
 
 
 def _polarity_archive(path):

@@ -126,7 +126,7 @@ _ACLIMDB_LABELLED = {
 
 def _write_aclimdb(tmp_path, kind, files):
     if kind == "archive":
-        from tests.conftest import write_tar
+        from tests.helpers import write_tar
         return str(write_tar(tmp_path / "aclImdb_v1.tar.gz", {f"aclImdb/{name}": data for name, data in files.items()}))
     for name, data in files.items():
         (tmp_path / "aclImdb" / name).parent.mkdir(parents=True, exist_ok=True)

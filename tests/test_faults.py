@@ -29,7 +29,7 @@ import pytest
 from models import trainer
 from pipeline import configs, run_summary
 from pipeline.__main__ import main
-from tests.conftest import SMALL_MODEL, real_polarity_lines, write_gz_lines
+from tests.helpers import SMALL_MODEL, real_polarity_lines, write_gz_lines
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 

@@ -8,7 +8,7 @@ from tfx.types import standard_artifacts
 
 from components import infra_validator, versioned_pusher
 from tests import serving_models
-from tests.conftest import make_artifact
+from tests.helpers import make_artifact
 
 
 @pytest.fixture(scope="module")

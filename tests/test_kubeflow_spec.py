@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from pipeline import configs, kubeflow_v2_runner
-from tests.conftest import required_upstream
+from tests.helpers import required_upstream
 
 ROOT = configs.PROJECT_ROOT
 KFP_PYTHON = ROOT / ".venv-kfp" / "bin" / "python"

@@ -11,7 +11,7 @@ from models import features, naive_bayes
 from models import model as model_lib
 from models import trainer
 from pipeline import predict
-from tests.conftest import TINY_LABELS, TINY_TEXTS
+from tests.helpers import TINY_LABELS, TINY_TEXTS
 
 VOCAB = 50
 

@@ -21,7 +21,7 @@ from components import versioned_pusher
 from models import features, trainer
 from pipeline import configs, local_runner, run_summary
 from pipeline.__main__ import main
-from tests.conftest import SMALL_MODEL, real_polarity_lines, write_gz_lines
+from tests.helpers import SMALL_MODEL, real_polarity_lines, write_gz_lines
 
 pytestmark = pytest.mark.e2e
 

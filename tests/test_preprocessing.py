@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import features, preprocessing
-from tests.conftest import TINY_TEXTS, run_transform
+from tests.helpers import TINY_TEXTS, run_transform
 
 
 def _tokens(text):

@@ -9,7 +9,7 @@ import pytest
 from tfx.types import standard_artifacts
 
 from components import versioned_pusher
-from tests.conftest import make_artifact
+from tests.helpers import make_artifact
 
 
 @pytest.fixture

@@ -254,7 +254,7 @@ def test_polarity_spans_are_contiguous_line_slices_with_the_original_bytes(polar
 
 
 def test_polarity_from_the_archive_with_limit_and_balance(polarity, tmp_path):
-    from tests.conftest import write_tar
+    from tests.helpers import write_tar
 
     archive = write_tar(tmp_path / "rt-polaritydata.tar.gz", {
         "rt-polaritydata/rt-polarity.pos": (polarity / "rt-polarity.pos").read_bytes(),

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import configs, local_runner, run_summary
 from pipeline.__main__ import build_config, make_parser
-from tests.conftest import SMALL_MODEL, real_polarity_lines, write_gz_lines
+from tests.helpers import SMALL_MODEL, real_polarity_lines, write_gz_lines
 
 pytestmark = pytest.mark.e2e
 
