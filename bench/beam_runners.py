@@ -18,7 +18,6 @@ Prints a table and writes bench/results/beam_runners-<dataset>-<rows|full>-<time
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import gzip
 import json
@@ -134,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     for profile in PROFILES:
         mine = [r for r in runs if r["profile"] == profile]
         per_profile[profile] = {
-            component: round(statistics.median(r["component_wall_time_s"].get(component, float("nan")) for r in mine), 1)
+            component: round(statistics.median(
+                r["component_wall_time_s"].get(component, float("nan")) for r in mine), 1)
             for component in (*BEAM_COMPONENTS, "Trainer")
         }
         per_profile[profile]["beam_total"] = round(statistics.median(r["beam_components_s"] for r in mine), 1)

@@ -152,7 +152,8 @@ def main(argv=None) -> int:
         proc.terminate()
         proc.wait(timeout=30)
     report = {"model_base_dir": str(args.model_base_dir), "model_status": status,
-              "server_threads": args.server_threads, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+              "server_threads": args.server_threads,
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
               "imdb_review_chars_mean": round(sum(map(len, reviews)) / len(reviews), 1), "results": results}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2))
@@ -400,7 +401,8 @@ def grpc_main(args) -> int:
             proc.wait(timeout=60)
     report = {"model_base_dir": str(source), "version_served": served.name, "model_status": status,
               "model_status_after_loads": status_after,
-              "server_command_extra": args.server_arg or [], "server_threads": args.grpc_server_threads or "serve's default",
+              "server_command_extra": args.server_arg or [],
+              "server_threads": args.grpc_server_threads or "serve's default",
               "server_start_to_serving_s": load_s, "server_memory_one_imdb_version": memory,
               "in_process_reviews_per_s_batch32": in_process,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

@@ -189,7 +189,8 @@ def main() -> int:
         entry = {"case": name, "traffic": description, "texts_sent": len(texts),
                  "mean_chars": round(sum(len(t.strip()) for t in texts) / len(texts), 1), **served, **outcome}
         if summary:
-            entry["distances"] = {f"{m['kind']}:{m['feature']}": {"measure": m["measure"], "value": round(m["value"], 4),
+            entry["distances"] = {f"{m['kind']}:{m['feature']}": {"measure": m["measure"],
+                                                                   "value": round(m["value"], 4),
                                                                  "threshold": m["threshold"], "exceeds": m["exceeds"]}
                                   for m in summary["measurements"]}
             entry["findings"] = summary["findings"]
@@ -207,7 +208,8 @@ def main() -> int:
         "dataset": args.dataset,
         "model": {"serving_dir": str(serving_dir), "version": versions[-1],
                   "note": args.model_note, "examples_uri": examples_uri, "found_by": how,
-                  "test_metrics": json.loads(run_summary.read_text()).get("metrics") if run_summary.is_file() else None},
+                  "test_metrics": (json.loads(run_summary.read_text()).get("metrics")
+                                   if run_summary.is_file() else None)},
         "bounds": dataclasses.asdict(configs.DATASETS[args.dataset].monitoring),
         "batch": args.batch,
         "seed": args.seed,

@@ -65,7 +65,7 @@ CATEGORIES = ("model_call", "per_text_rows", "json_decode", "json_encode", "vali
 
 
 def _entries(stats: pstats.Stats):
-    for (filename, line, name), (cc, nc, tt, ct, callers) in stats.stats.items():
+    for (filename, _line, name), (_cc, _nc, tt, ct, callers) in stats.stats.items():
         yield filename, name, tt, ct, callers
 
 
@@ -76,7 +76,7 @@ def categorize(stats: pstats.Stats, total: float) -> dict[str, float]:
 
     model = rows_outer = decode = encode = validation = rows_new = 0.0
     json_loads = serve_loads = orjson_loads = 0.0
-    for filename, name, tt, ct, callers in _entries(stats):
+    for filename, name, _tt, ct, callers in _entries(stats):
         if "tensorflow" in filename or "tensorflow" in name:
             # TensorFlow called straight from the predict code (cumulative: what it calls is inside).
             model += sum(edge[3] for caller, edge in callers.items() if is_predict_code(caller[0], caller[2]))

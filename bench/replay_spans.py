@@ -154,7 +154,8 @@ def main() -> int:
     parser.add_argument("--work-dir", required=True, help="spans, outputs and logs go here")
     parser.add_argument("--modes", default="warm,cold")
     parser.add_argument("--fresh", action="store_true", help="delete earlier outputs under --work-dir first")
-    parser.add_argument("--output", default=None, help="results JSON (default bench/results/span_replay_<dataset>.json)")
+    parser.add_argument("--output", default=None,
+                        help="results JSON (default bench/results/span_replay_<dataset>.json)")
     parser.add_argument("--rescan", action="store_true",
                         help="re-read the logs of an earlier replay into its results file, run nothing")
     parser.add_argument("extra", nargs="*", help="more `pipeline run` arguments, after --")

@@ -80,7 +80,8 @@ def oov_share(texts: list[bytes], transform_output, text: str) -> float:
         return 0.0
     vocabulary_size = transform_output.vocabulary_size_by_name(features.VOCABULARY_NAME)
     oov_id = 1 + vocabulary_size  # ids: 0 padding, 1..V vocabulary, V+1 OOV (models/features.py)
-    transformed = transform_output.transform_raw_features({text: tf.constant(texts)[:, None]}, drop_unused_features=True)
+    transformed = transform_output.transform_raw_features({text: tf.constant(texts)[:, None]},
+                                                          drop_unused_features=True)
     ids, lengths = transformed[features.TOKEN_IDS], transformed[features.LENGTH]
     real = tf.sequence_mask(tf.reshape(lengths, [-1]), tf.shape(ids)[1])
     oov = tf.logical_and(real, tf.equal(ids, oov_id))

@@ -45,7 +45,7 @@ def ngram_keys(token_ids: tf.Tensor, order: int, id_space: int) -> tf.Tensor:
         raise ValueError(f"{id_space} ids do not fit {order}-gram keys in int64")
     ids = tf.cast(token_ids, tf.int64)
     keys, gram, valid = [ids], ids, ids > 0
-    for k in range(1, order):
+    for _k in range(1, order):
         # The k-gram ending at t extends the (k-1)-gram ending at t-1 by token t.
         shifted_gram = tf.pad(gram[:, :-1], [[0, 0], [1, 0]])
         shifted_valid = tf.pad(valid[:, :-1], [[0, 0], [1, 0]])

@@ -23,18 +23,24 @@ executors (`make airflow-run`, `make airflow-celery`, `make airflow-retry`).
 
 An Airflow DAG file takes no command line, so it reads the environment:
 
-| variable | meaning |
-|---|---|
-| `SENTIMENT_DATASET` | `polarity` (default) or `imdb` |
-| `SENTIMENT_DATASETS` | several DAGs from one file, comma-separated: `polarity,imdb` (overrides `SENTIMENT_DATASET`; then `SENTIMENT_INPUT` is refused, each finds its data under `SENTIMENT_DATA_DIR`) |
-| `SENTIMENT_INPUT` / `SENTIMENT_DATA_DIR` | as `--input` / `--data-dir` of `python -m pipeline run` (never downloads); an input of `span-<N>/` folders: each DAG run reads the newest span |
-| `SENTIMENT_OUTPUT_DIR` | pipeline root, metadata and served models (default `./outputs` of the project) |
-| `SENTIMENT_METADATA_URI` | as `--metadata`: `postgresql://USER@HOST:PORT/DB` (password from PGPASSWORD or a passfile); unset: SQLite |
-| `SENTIMENT_SET` | config overrides, comma-separated: `training.epochs=1,model.rnn_units=16` |
-| `SENTIMENT_BEAM_PROFILE`, `SENTIMENT_BEAM_OPTIONS` | a profile of `runner_profiles` and its `key=value,...` options |
-| `SENTIMENT_AIRFLOW_SCHEDULE` | an Airflow schedule (`@daily`, cron); unset: manual runs only |
-| `SENTIMENT_AIRFLOW_RETRIES` | Airflow retries of every task (default 1): a task whose process dies (killed, worker lost) runs again; the tasks it needs are not re-run |
-| `SENTIMENT_AIRFLOW_RETRY_DELAY` | seconds before a retry (default 30) |
+- `SENTIMENT_DATASET`: `polarity` (default) or `imdb`.
+- `SENTIMENT_DATASETS`: several DAGs from one file, comma-separated: `polarity,imdb`
+  (overrides `SENTIMENT_DATASET`; then `SENTIMENT_INPUT` is refused, each finds its
+  data under `SENTIMENT_DATA_DIR`).
+- `SENTIMENT_INPUT` / `SENTIMENT_DATA_DIR`: as `--input` / `--data-dir` of
+  `python -m pipeline run` (never downloads); an input of `span-<N>/` folders: each
+  DAG run reads the newest span.
+- `SENTIMENT_OUTPUT_DIR`: pipeline root, metadata and served models (default
+  `./outputs` of the project).
+- `SENTIMENT_METADATA_URI`: as `--metadata`: `postgresql://USER@HOST:PORT/DB`
+  (password from PGPASSWORD or a passfile); unset: SQLite.
+- `SENTIMENT_SET`: config overrides, comma-separated: `training.epochs=1,model.rnn_units=16`.
+- `SENTIMENT_BEAM_PROFILE`, `SENTIMENT_BEAM_OPTIONS`: a profile of `runner_profiles`
+  and its `key=value,...` options.
+- `SENTIMENT_AIRFLOW_SCHEDULE`: an Airflow schedule (`@daily`, cron); unset: manual runs only.
+- `SENTIMENT_AIRFLOW_RETRIES`: Airflow retries of every task (default 1): a task whose
+  process dies (killed, worker lost) runs again; the tasks it needs are not re-run.
+- `SENTIMENT_AIRFLOW_RETRY_DELAY`: seconds before a retry (default 30).
 """
 
 from __future__ import annotations
@@ -50,7 +56,6 @@ from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, Airfl
 
 from pipeline import airflow_launch, configs, data_sources, metadata_store, runner_profiles  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
-
 
 DATASETS_ENV = "SENTIMENT_DATASETS"
 RETRIES_ENV = "SENTIMENT_AIRFLOW_RETRIES"

@@ -144,7 +144,8 @@ def read_lines(path: Path) -> Iterator[Row]:
 
 def input_files(path: Path) -> list[Path]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(_TABLE_SUFFIXES + _LINE_SUFFIXES))
+        suffixes = _TABLE_SUFFIXES + _LINE_SUFFIXES
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(suffixes))
         if not files:
             raise ScoreError(f"{path} holds no {', '.join(_TABLE_SUFFIXES + _LINE_SUFFIXES)} file")
         return files

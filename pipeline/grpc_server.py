@@ -274,7 +274,8 @@ class PredictionService(_Handler, _prediction_servicer_base()):
             response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name]))
         if logged and "probability" in outputs and "label" in outputs:  # never raises, never waits for the disk
             self.request_logger.log(served_version, texts, [
-                {"probability": float(p), "label": int(l)} for p, l in zip(outputs["probability"], outputs["label"])])
+                {"probability": float(p), "label": int(label)}
+                for p, label in zip(outputs["probability"], outputs["label"])])
         return response
 
     def _metadata(self, request):
@@ -326,7 +327,8 @@ def signature_def_map(version_dir: Path, signature=None):
     result = get_model_metadata_pb2.SignatureDefMap()
     try:
         saved_model = saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
-        graphs = [g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags] or list(saved_model.meta_graphs)
+        graphs = ([g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags]
+                  or list(saved_model.meta_graphs))
         for name in serve.SERVABLE_SIGNATURES:
             if name in graphs[0].signature_def:
                 result.signature_def[name].CopyFrom(graphs[0].signature_def[name])

@@ -268,7 +268,8 @@ def compile_command(args) -> int:
     except ImportError:
         raise SystemExit(
             "error: compiling for Kubeflow needs kfp-pipeline-spec, which is not in .venv (it conflicts with "
-            "TFX's protobuf pin).\n  Run: bash scripts/setup_kfp_venv.sh && .venv-kfp/bin/python -m pipeline compile ..."
+            "TFX's protobuf pin).\n"
+            "  Run: bash scripts/setup_kfp_venv.sh && .venv-kfp/bin/python -m pipeline compile ..."
         ) from None
     dataset = configs.DATASETS[args.dataset]
     overrides = {}

@@ -493,9 +493,9 @@ def model_scorer(model_dir: Path, batch_size: int = 64) -> Callable[[Sequence[st
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             out = signature(text=tf.constant([texts[i] for i in chunk], dtype=tf.string))
-            p, l = np.asarray(out["probability"]).reshape(-1), np.asarray(out["label"]).reshape(-1)
+            p, lab = np.asarray(out["probability"]).reshape(-1), np.asarray(out["label"]).reshape(-1)
             for j, i in enumerate(chunk):
-                probabilities[i], labels[i] = float(p[j]), int(l[j])
+                probabilities[i], labels[i] = float(p[j]), int(lab[j])
         return probabilities, labels
 
     return score

@@ -134,7 +134,8 @@ def component_id(store, execution) -> str:
 
 def _output_artifacts(store, execution_id: int) -> list:
     events = store.get_events_by_execution_ids([execution_id])
-    ids = [e.artifact_id for e in events if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+    outputs = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+    ids = [e.artifact_id for e in events if e.type in outputs]
     return store.get_artifacts_by_id(ids) if ids else []
 
 

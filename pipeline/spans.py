@@ -204,7 +204,8 @@ def relative_path(dataset: str, item: Item) -> str:
 def write_span(dataset: str, items: list[Item], directory: Path) -> None:
     if dataset == "imdb":
         for folder in ("train/pos", "train/neg", "test/pos", "test/neg"):
-            (directory / "aclImdb" / folder).mkdir(parents=True, exist_ok=True)  # even when empty: the layout needs all four
+            # Even when empty: the layout needs all four.
+            (directory / "aclImdb" / folder).mkdir(parents=True, exist_ok=True)
         for item in items:
             (directory / relative_path(dataset, item)).write_bytes(item.data)
         return
@@ -319,8 +320,8 @@ def add_parser(commands) -> None:
                         "(positives if P < 0.5): a deliberately drifted span")
     parser.add_argument("--force", action="store_true", help="replace span folders that already hold data")
     parser.add_argument("--input", help="the official archive or folder to cut (default: the dataset's source)")
-    parser.add_argument("--data-dir", help=f"directory holding <dataset>/ files (default: ${data_sources.DATA_DIR_ENV}, "
-                        "then ../shared/data, then a download)")
+    parser.add_argument("--data-dir", help="directory holding <dataset>/ files "
+                        f"(default: ${data_sources.DATA_DIR_ENV}, then ../shared/data, then a download)")
     parser.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
 
 
