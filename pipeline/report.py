@@ -1,8 +1,11 @@
-"""The run report: one HTML page and its PNGs under the pipeline root.
+"""The run report: one HTML page and its PNGs under the pipeline root, and the model card.
 
 Written after every local run to `<pipeline root>/report/index.html`:
-* training curves (loss and accuracy per epoch, train vs validation) from the
-  Trainer's `history.json` (ModelRun artifact);
+* a link to the model card (pipeline/model_card.py), written beside the pushed
+  version (`<serving dir>/model_cards/<version>.md` and `.json`), or under the
+  report directory saying why nothing was pushed;
+* training curves (loss, accuracy and AUC when the model computed it, per
+  epoch, train vs validation) from the Trainer's `history.json` (ModelRun artifact);
 * TFMA metrics per slice (overall, text-length bucket, source) and the
   confusion matrix at 0.5 (overall slice);
 * data statistics from TFDV (StatisticsGen) per split;
@@ -10,19 +13,20 @@ Written after every local run to `<pipeline root>/report/index.html`:
   trajectory (probability of positive after each token) plotted.
 
 `gather()` reads a run back from ML Metadata and the artifacts; `render()` only
-draws what it is given, so it can be tested without a run. `screenshot()` opens
-the page in headless Chromium.
+draws what it is given, so it can be tested without a run; `publish()` writes
+the card, then the page that links it. The page is a Jinja2 template
+(templates/report.html) with autoescape on, so every value from the run is
+escaped. `screenshot()` opens the page in headless Chromium.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import html
 import json
 import os
 import shutil
 import subprocess
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 REPORT_DIR = "report"
 REPORT_FILE = "index.html"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATE = "report.html"
+logger = logging.getLogger(__name__)
 CHROMIUM = "/usr/bin/chromium"
 SAMPLE_REVIEWS = 6
 CONFUSION_KEYS = ("true_positives", "false_positives", "true_negatives", "false_negatives")
@@ -50,6 +57,20 @@ class ReportData:
     # [{"text", "label" (true), "probability", "tokens", "attention", "trajectory"}]
     reviews: list[dict[str, Any]]
     infra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The Trainer's custom_config (configs.trainer_hyperparameters): dataset, vocabulary, model, training.
+    training: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The Evaluator's gate: {"thresholds": {metric: {"lower_bound", "upper_bound", "max_drop"}},
+    # "validation_ok": bool | None, "failures": [str]}.
+    gate: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The model the gate compared with (the latest blessed one): {"model_uri", "version" (its pushed
+    # version, if it was pushed), "metrics" (its overall metrics on this test split)}; {} when none.
+    baseline: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The export's signatures: name -> {"inputs": {name: "dtype [shape]"}, "outputs": {...}}.
+    export: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The Pusher's destination (the serving directory), when the run has a Pusher.
+    serving_dir: str | None = None
+    # ExampleGen's input: {"input_base", "eval_percent", "test_percent"}.
+    data_source: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 # --- gathering ------------------------------------------------------------------------------------
@@ -67,15 +88,19 @@ def _run_artifacts(metadata, run_id: str) -> dict[str, list[str]]:
     return found
 
 
+def _slice_value(key) -> Any:
+    if key.HasField("bytes_value"):
+        return key.bytes_value.decode("utf-8", "replace")
+    return key.int64_value if key.HasField("int64_value") else key.float_value
+
+
 def load_slices(evaluation_uri: str) -> dict[str, dict[str, float]]:
     import tensorflow_model_analysis as tfma
 
     slices: dict[str, dict[str, float]] = {}
     for sliced in tfma.load_metrics(evaluation_uri):
         keys = sliced.slice_key.single_slice_keys
-        name = "Overall" if not keys else ", ".join(
-            f"{k.column}={k.bytes_value.decode('utf-8', 'replace') if k.HasField('bytes_value') else k.int64_value if k.HasField('int64_value') else k.float_value}"
-            for k in keys)
+        name = "Overall" if not keys else ", ".join(f"{k.column}={_slice_value(k)}" for k in keys)
         values = slices.setdefault(name, {})
         for item in sliced.metric_keys_and_values:
             if item.key.model_name not in ("", "candidate") or item.key.is_diff:
@@ -133,6 +158,152 @@ def sample_test_reviews(examples_uri: str, count: int = SAMPLE_REVIEWS, max_char
     return [(t, 1) for t in by_label[1]] + [(t, 0) for t in by_label[0]]
 
 
+# TFMA's metric names of the gate's metric classes.
+_METRIC_NAMES = {"BinaryAccuracy": "binary_accuracy", "AUC": "auc", "Precision": "precision", "Recall": "recall",
+                 "ExampleCount": "example_count"}
+
+
+def _bound(value: Any) -> float | None:
+    """A threshold bound from EvalConfig JSON: a number, or {"value": number} (a wrapper message)."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def gate_thresholds(eval_config: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The gate's thresholds, metric -> {"lower_bound", "upper_bound", "max_drop"}, from an EvalConfig
+    as JSON (the Evaluator's `eval_config` execution property)."""
+    import re
+
+    thresholds: dict[str, dict[str, float]] = {}
+    for spec in eval_config.get("metrics_specs", []):
+        for metric in spec.get("metrics", []):
+            class_name = metric.get("class_name", "")
+            name = _METRIC_NAMES.get(class_name) or re.sub(r"(?<!^)(?=[A-Z])", "_", class_name).lower()
+            found = [metric.get("threshold")] + [t.get("threshold") for t in metric.get("per_slice_thresholds", [])]
+            for threshold in filter(None, found):
+                entry = thresholds.setdefault(name, {})
+                value = threshold.get("value_threshold") or {}
+                for key in ("lower_bound", "upper_bound"):
+                    if _bound(value.get(key)) is not None:
+                        entry[key] = _bound(value.get(key))
+                change = threshold.get("change_threshold") or {}
+                absolute = _bound(change.get("absolute"))
+                if absolute is not None and change.get("direction", "HIGHER_IS_BETTER") == "HIGHER_IS_BETTER":
+                    entry["max_drop"] = -absolute
+    return thresholds
+
+
+def load_validation(evaluation_uri: str) -> tuple[bool | None, list[str]]:
+    """The Evaluator's verdict and, when it did not bless, which threshold each failure broke."""
+    import tensorflow_model_analysis as tfma
+
+    try:
+        result = tfma.load_validation_result(evaluation_uri)
+    except Exception:  # an evaluation without thresholds writes no validation result
+        return None, []
+    failures = []
+    for per_slice in result.metric_validations_per_slice:
+        for failure in per_slice.failures:
+            name = failure.metric_key.name + (" (change from the baseline)" if failure.metric_key.is_diff else "")
+            value = (f" = {failure.metric_value.double_value.value:.4f}"
+                     if failure.metric_value.HasField("double_value") else "")
+            failures.append(f"{name}{value}: {failure.message}".strip())
+    return bool(result.validation_ok), failures
+
+
+def load_baseline_metrics(evaluation_uri: str) -> dict[str, float]:
+    """The baseline model's overall metrics on this run's test split (TFMA evaluates both models)."""
+    import tensorflow_model_analysis as tfma
+
+    metrics: dict[str, float] = {}
+    for sliced in tfma.load_metrics(evaluation_uri):
+        if sliced.slice_key.single_slice_keys:
+            continue
+        for item in sliced.metric_keys_and_values:
+            if item.key.model_name == "baseline" and not item.key.is_diff and item.value.HasField("double_value"):
+                metrics[item.key.name] = item.value.double_value.value
+    return metrics
+
+
+def export_signatures(model_dir: str) -> dict[str, Any]:
+    """The SavedModel's signatures (inputs and outputs with dtype and shape), read from saved_model.pb."""
+    import tensorflow as tf
+    from tensorflow.python.tools import saved_model_utils
+
+    def describe(info) -> str:
+        shape = ["?" if d.size < 0 else str(d.size) for d in info.tensor_shape.dim]
+        return f"{tf.dtypes.as_dtype(info.dtype).name} [{', '.join(shape)}]"
+
+    meta_graph = saved_model_utils.get_meta_graph_def(model_dir, "serve")
+    return {name: {"inputs": {k: describe(v) for k, v in sig.inputs.items()},
+                   "outputs": {k: describe(v) for k, v in sig.outputs.items()}}
+            for name, sig in meta_graph.signature_def.items() if not name.startswith("__")}
+
+
+def _execution_json(execution, key: str) -> Any:
+    for properties in (execution.properties, execution.custom_properties):
+        if key in properties:
+            try:
+                return json.loads(properties[key].string_value)
+            except ValueError:
+                return None
+    return None
+
+
+def _pushed_version_of(store, model_artifact_id: int) -> str | None:
+    """The version the Pusher pushed a model artifact as, if it pushed it."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    from pipeline import run_summary
+
+    for event in store.get_events_by_artifact_ids([model_artifact_id]):
+        if event.type != metadata_store_pb2.Event.INPUT:
+            continue
+        execution = store.get_executions_by_id([event.execution_id])[0]
+        if not run_summary.component_id(store, execution).startswith("Pusher"):
+            continue
+        for artifact in run_summary._output_artifacts(store, execution.id):
+            if (run_summary._artifact_type(store, artifact) == "PushedModel"
+                    and run_summary._custom_int(artifact, "pushed") == 1):
+                return run_summary._custom_str(artifact, "pushed_version")
+    return None
+
+
+def gather_run_context(metadata, run_id: str) -> dict[str, Any]:
+    """From the run's executions: the Trainer's hyperparameters, the gate's thresholds, the baseline
+    the Evaluator compared with, the Pusher's destination and ExampleGen's input."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    from pipeline import run_summary
+
+    store = run_summary.open_store(metadata)
+    run = store.get_context_by_type_and_name("pipeline_run", run_id)
+    found: dict[str, Any] = {"training": {}, "gate": {}, "baseline": {}, "serving_dir": None, "data_source": {}}
+    for execution in store.get_executions_by_context(run.id):
+        component = run_summary.component_id(store, execution)
+        if component.startswith("Trainer"):
+            found["training"] = _execution_json(execution, "custom_config") or {}
+        elif component.startswith("Evaluator"):
+            found["gate"]["thresholds"] = gate_thresholds(_execution_json(execution, "eval_config") or {})
+            for event in store.get_events_by_execution_ids([execution.id]):
+                keys = [step.key for step in event.path.steps if step.HasField("key")]
+                if event.type == metadata_store_pb2.Event.INPUT and "baseline_model" in keys:
+                    artifact = store.get_artifacts_by_id([event.artifact_id])[0]
+                    found["baseline"] = {"model_uri": artifact.uri,
+                                         "version": _pushed_version_of(store, artifact.id)}
+        elif component.startswith("Pusher"):
+            destination = _execution_json(execution, "push_destination") or {}
+            filesystem = destination.get("filesystem") or {}
+            found["serving_dir"] = filesystem.get("base_directory") or filesystem.get("baseDirectory")
+        elif component.startswith("ExampleGen"):
+            base = execution.properties.get("input_base") or execution.custom_properties.get("input_base")
+            config = (_execution_json(execution, "custom_config") or {}).get("custom_config", {}).get("value", {})
+            found["data_source"] = {"input_base": base.string_value if base is not None else "",
+                                    **{k: config[k] for k in ("eval_percent", "test_percent") if k in config}}
+    return found
+
+
 def gather(metadata, summary) -> ReportData:
     from pipeline import predict
 
@@ -163,8 +334,30 @@ def gather(metadata, summary) -> ReportData:
         path = Path(uri) / "infra_validation.json"
         if path.exists():
             infra = json.loads(path.read_text())
-    return ReportData(summary.pipeline_name, summary.run_id, dataclasses.asdict(summary), history, slices,
+    data = ReportData(summary.pipeline_name, summary.run_id, dataclasses.asdict(summary), history, slices,
                       statistics, reviews, infra)
+    # What the model card needs beyond the page; a part that cannot be read leaves its field empty.
+    try:
+        context = gather_run_context(metadata, summary.run_id)
+        data.training, data.gate, data.baseline = context["training"], context["gate"], context["baseline"]
+        data.serving_dir, data.data_source = context["serving_dir"], context["data_source"]
+    except Exception:
+        logger.exception("Reading the run's settings for the model card failed")
+    if summary.evaluation_uri:
+        try:
+            data.gate["validation_ok"], data.gate["failures"] = load_validation(summary.evaluation_uri)
+            if data.baseline:
+                data.baseline["metrics"] = load_baseline_metrics(summary.evaluation_uri)
+        except Exception:
+            logger.exception("Reading the Evaluator's validation result failed")
+    if summary.model_uri:
+        try:
+            from tfx.utils import path_utils
+
+            data.export = export_signatures(path_utils.serving_model_path(summary.model_uri))
+        except Exception:
+            logger.exception("Reading the export's signatures failed")
+    return data
 
 
 # --- drawing --------------------------------------------------------------------------------------
@@ -179,17 +372,30 @@ def _plt():
     return plt
 
 
-def plot_training_curves(history: dict[str, list[float]], path: Path) -> bool:
-    if not history:
-        return False
+# Panels of the training curves: (title, the keys a history may name the metric by).
+CURVES = (("loss", ("loss",)), ("accuracy", ("binary_accuracy", "accuracy")), ("AUC", ("auc",)))
+
+
+def _curve(history: dict[str, list[float]], names: tuple[str, ...], prefix: str) -> list[float]:
+    return next((history[prefix + name] for name in names if history.get(prefix + name)), [])
+
+
+def plot_training_curves(history: dict[str, list[float]], path: Path) -> list[str]:
+    """Loss, accuracy and (when the model computed it) AUC per epoch, train vs validation, side by side.
+
+    Returns the titles of the panels drawn (empty, and no file, without a history)."""
+    panels = [(title, names) for title, names in CURVES
+              if _curve(history or {}, names, "") or _curve(history or {}, names, "val_")]
+    if not panels:
+        return []
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, metric, title in ((axes[0], "loss", "loss"), (axes[1], "binary_accuracy", "accuracy")):
-        for key, label, style in ((metric, "train", "-o"), (f"val_{metric}", "validation", "--s")):
-            values = history.get(key) or history.get(key.replace("binary_accuracy", "accuracy"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    # After a resume from a checkpoint the history starts past epoch 1.
+    epochs = [e + 1 for e in history.get("epochs_run") or []]
+    for ax, (title, names) in zip(axes[0], panels):
+        for prefix, label, style in (("", "train", "-o"), ("val_", "validation", "--s")):
+            values = _curve(history, names, prefix)
             if values:
-                # After a resume from a checkpoint the history starts past epoch 1.
-                epochs = [e + 1 for e in history.get("epochs_run") or []]
                 ax.plot(epochs if len(epochs) == len(values) else range(1, len(values) + 1), values, style,
                         label=label)
         ax.set_xlabel("epoch")
@@ -199,7 +405,7 @@ def plot_training_curves(history: dict[str, list[float]], path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return True
+    return [title for title, _ in panels]
 
 
 def confusion_counts(metrics: dict[str, float]) -> dict[str, float] | None:
@@ -305,112 +511,127 @@ img { max-width: 100%; }
 
 
 def _fmt(value: Any) -> str:
+    """A table cell as text; the template escapes it."""
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}"
-    return html.escape(str(value))
+    return str(value)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f'<th class="{"name" if i == 0 else ""}">{html.escape(h)}</th>' for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f'<td class="{"name" if i == 0 else ""}">{_fmt(c)}</td>'
-                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _table(header: list[str], rows: list[list[Any]]) -> dict[str, Any]:
+    return {"header": list(header), "rows": [[_fmt(c) for c in row] for row in rows]}
 
 
-def _shaded_tokens(review: dict[str, Any]) -> str:
+def _shaded_tokens(review: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(token, attention weight, shade 0.08-1, the heaviest token darkest) per token."""
     top = max(review["attention"] or [1.0]) or 1.0
-    spans = []
-    for token, weight in zip(review["tokens"], review["attention"]):
-        alpha = 0.08 + 0.92 * (weight / top)
-        spans.append(f'<span title="attention {weight:.4f}" style="background: rgba(255,140,0,{alpha:.3f})">'
-                     f"{html.escape(token)}</span>")
-    return "".join(spans)
+    return [(token, weight, 0.08 + 0.92 * (weight / top))
+            for token, weight in zip(review["tokens"], review["attention"])]
 
 
-def render(data: ReportData, out_dir: Path) -> Path:
-    """Writes index.html and its PNGs into out_dir; returns the page's path."""
+def _environment():
+    import jinja2
+
+    # autoescape=True whatever the template's name: every value from the run is escaped.
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def _href(target: Path, out_dir: Path) -> str:
+    """A link from the page to `target`: relative when it can be, else a file:// URI."""
+    try:
+        return Path(os.path.relpath(Path(target).resolve(), Path(out_dir).resolve())).as_posix()
+    except ValueError:  # another drive
+        return Path(target).resolve().as_uri()
+
+
+def render(data: ReportData, out_dir: Path, card=None, card_error: str | None = None) -> Path:
+    """Writes index.html and its PNGs into out_dir; returns the page's path.
+
+    `card`: the model_card.WrittenCard to link (publish() writes it first); `card_error`: why it could not be.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.png"):
         old.unlink()
     summary = data.summary
-    parts = [f"<h1>Run report: {html.escape(data.pipeline_name)}</h1>",
-             f"<p>Run <code>{html.escape(data.run_id)}</code>. "
-             f"Blessed by the Evaluator: <span class=\"{'ok' if summary.get('blessed') else 'no'}\">"
-             f"{summary.get('blessed')}</span>; infra validation: "
-             f"<span class=\"{'ok' if data.infra.get('blessed') else 'no'}\">{data.infra.get('blessed', 'n/a')}</span>; "
-             f"pushed: <b>{html.escape(str(summary.get('pushed_path') or 'no'))}</b>.</p>"]
-    if data.infra.get("failures"):
-        parts.append("<p class=\"no\">Infra validation failures: " +
-                     html.escape("; ".join(data.infra["failures"])) + "</p>")
+    context: dict[str, Any] = {
+        "css": _CSS, "pipeline_name": data.pipeline_name, "run_id": data.run_id,
+        "blessed": summary.get("blessed"), "infra_blessed": data.infra.get("blessed", "n/a"),
+        "pushed": str(summary.get("pushed_path") or "no"),
+        "infra_failures": "; ".join(data.infra.get("failures") or []),
+        "components": None, "card": None, "card_error": card_error, "curves": [],
+        "slices": None, "slices_img": False, "confusion_img": False,
+        "statistics": None, "text_length_img": False, "reviews": [],
+    }
     components = summary.get("components") or []
     if components:
-        parts.append(_table(["component", "state", "wall time (s)"],
-                            [[c["component"], c["state"], float(c["wall_time_s"])] for c in components]))
+        context["components"] = _table(["component", "state", "wall time (s)"],
+                                       [[c["component"], c["state"], float(c["wall_time_s"])] for c in components])
+    if card is not None:
+        context["card"] = {"pushed": card.pushed, "version": card.version, "md_path": str(card.markdown),
+                           "md_href": _href(card.markdown, out_dir), "json_href": _href(card.json, out_dir),
+                           "reason": card.card["deployment"].get("not_pushed_reason")}
 
-    parts.append("<h2>Training curves</h2>")
-    if plot_training_curves(data.history, out_dir / "training_curves.png"):
-        parts.append('<img src="training_curves.png" alt="training curves">')
-    else:
-        parts.append("<p>No training history in this run.</p>")
+    context["curves"] = plot_training_curves(data.history, out_dir / "training_curves.png")
 
-    parts.append("<h2>Evaluation (TFMA, test split)</h2>")
     if data.slices:
         metric_names = ["example_count", "binary_accuracy", "auc", "precision", "recall"]
-        rows = [[name] + [m.get(k, float("nan")) for k in metric_names] for name, m in data.slices.items()]
-        parts.append(_table(["slice"] + metric_names, rows))
-        if plot_slices(data.slices, out_dir / "slices.png"):
-            parts.append('<img src="slices.png" alt="accuracy per slice">')
+        rows = [[name, int(m.get("example_count", 0))] + [m.get(k, float("nan")) for k in metric_names[1:]]
+                for name, m in data.slices.items()]
+        context["slices"] = _table(["slice"] + metric_names, rows)
+        context["slices_img"] = plot_slices(data.slices, out_dir / "slices.png")
         counts = confusion_counts(data.slices.get("Overall", {}))
         if counts:
             plot_confusion_matrix(counts, out_dir / "confusion_matrix.png")
-            parts.append('<img src="confusion_matrix.png" alt="confusion matrix">')
-    else:
-        parts.append("<p>No evaluation in this run.</p>")
+            context["confusion_img"] = True
 
-    parts.append("<h2>Data statistics (TFDV)</h2>")
     if data.statistics:
         rows = []
         for split, entry in data.statistics.items():
             for name, stats in sorted(entry["features"].items()):
                 if stats["type"] == "number":
-                    detail = f"mean {stats['mean']:.1f}, std {stats['std']:.1f}, min {stats['min']:.0f}, max {stats['max']:.0f}"
+                    detail = (f"mean {stats['mean']:.1f}, std {stats['std']:.1f}, min {stats['min']:.0f}, "
+                              f"max {stats['max']:.0f}")
                 else:
                     top = ", ".join(f"{v[:20]} ({int(f)})" for v, f in stats.get("top", []))
                     detail = f"{stats['unique']} unique, avg length {stats['avg_length']:.1f}; top: {top}"
                 rows.append([f"{split} / {name}", entry["num_examples"], int(stats["missing"]), detail])
-        parts.append(_table(["split / feature", "examples", "missing", "statistics"], rows))
-        if plot_length_histogram(data.statistics, out_dir / "text_length.png"):
-            parts.append('<img src="text_length.png" alt="text length by split">')
-    else:
-        parts.append("<p>No statistics in this run.</p>")
+        context["statistics"] = _table(["split / feature", "examples", "missing", "statistics"], rows)
+        context["text_length_img"] = plot_length_histogram(data.statistics, out_dir / "text_length.png")
 
-    parts.append("<h2>Test reviews: attention and trajectory</h2>"
-                 "<p>Each token is shaded by its attention weight (darker = more weight); the plot shows the "
-                 "probability of positive after reading each token.</p>")
     for i, review in enumerate(data.reviews):
-        plot_trajectory(review, out_dir / f"trajectory_{i}.png") if review["tokens"] else None
-        verdict = "positive" if review["label"] == 1 else "negative"
-        truth = "positive" if review["true_label"] == 1 else "negative"
-        parts.append(
-            f'<div class="review"><div>true: <b>{truth}</b>, predicted: '
-            f'<b class="{"ok" if verdict == truth else "no"}">{verdict}</b> '
-            f"(P(positive) = {review['probability']:.3f})</div>"
-            f'<p class="tokens">{_shaded_tokens(review)}</p>'
-            + (f'<img src="trajectory_{i}.png" alt="trajectory {i}">' if review["tokens"] else "") + "</div>")
-    if not data.reviews:
-        parts.append("<p>No model to explain in this run.</p>")
+        image = None
+        if review["tokens"]:
+            plot_trajectory(review, out_dir / f"trajectory_{i}.png")
+            image = f"trajectory_{i}.png"
+        context["reviews"].append({
+            "truth": "positive" if review["true_label"] == 1 else "negative",
+            "verdict": "positive" if review["label"] == 1 else "negative",
+            "probability": float(review["probability"]), "tokens": _shaded_tokens(review), "image": image})
 
-    page = ("<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(data.pipeline_name)} run report</title><style>{_CSS}</style></head><body>"
-            + "\n".join(parts) + "</body></html>")
+    page = _environment().get_template(TEMPLATE).render(**context)
     path = out_dir / REPORT_FILE
     path.write_text(page, encoding="utf-8")
     return path
 
 
+def publish(data: ReportData, out_dir: Path) -> Path:
+    """Writes the model card (beside the pushed version, or under out_dir when nothing was pushed),
+    then the page that links it; returns the page's path. A card that cannot be written is named on
+    the page instead of failing the report."""
+    from pipeline import model_card
+
+    card, card_error = None, None
+    try:
+        card = model_card.write_card(data, out_dir)
+    except Exception as error:
+        logger.exception("Writing the model card failed")
+        card_error = f"{type(error).__name__}: {error}"
+    return render(data, out_dir, card=card, card_error=card_error)
+
+
 def write_report(metadata, pipeline_root: Path, summary) -> Path:
     """`metadata`: the store, as a SQLite path, URI or metadata_store.StoreAddress."""
-    return render(gather(metadata, summary), pipeline_root / REPORT_DIR)
+    return publish(gather(metadata, summary), pipeline_root / REPORT_DIR)
 
 
 def screenshot(html_path: Path, png_path: Path, width: int = 1200, height: int = 3000,

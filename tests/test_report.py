@@ -1,4 +1,6 @@
-"""The run report renders: every section, non-blank PNGs, and a non-blank page in headless Chromium."""
+"""The run report renders: every section, non-blank PNGs, text from the run escaped, AUC plotted
+when the history has it, and a non-blank page in headless Chromium. (The model card it links:
+tests/test_model_card.py.)"""
 
 import os
 from pathlib import Path
@@ -66,6 +68,57 @@ def test_a_run_without_a_model_still_renders(tmp_path):
     text = report.render(data, tmp_path).read_text()
     assert "No training history" in text and "No model to explain" in text
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_text_from_the_run_is_escaped_in_the_page(tmp_path):
+    data = _data()
+    data.pipeline_name = "sentiment-<script>alert(1)</script>"
+    data.run_id = 'run" onmouseover="alert(2)'
+    data.summary["pushed_path"] = "/x/<b>17</b>"
+    data.summary["components"][0]["component"] = "<i>Trainer</i>"
+    data.infra = {"blessed": False, "failures": ["canary <em>3</em> & more"]}
+    data.slices["source=<img src=x onerror=alert(3)>.csv"] = data.slices.pop("source=rt-polarity.csv.gz")
+    data.statistics["train"]["features"]["text"]["top"] = [("<u>top</u>", 3)]
+    data.reviews[1]["tokens"] = ["<svg/onload=alert(4)>"]
+    text = report.render(data, tmp_path).read_text()
+    for raw in ("<script>alert(1)", 'onmouseover="alert(2)', "<b>17</b>", "<i>Trainer", "<em>3</em>", "& more",
+                "<img src=x", "<u>top", "<svg/onload"):
+        assert raw not in text, raw
+    for escaped in ("sentiment-&lt;script&gt;alert(1)&lt;/script&gt;", "run&#34; onmouseover=&#34;alert(2)",
+                    "/x/&lt;b&gt;17&lt;/b&gt;", "&lt;i&gt;Trainer&lt;/i&gt;",
+                    "canary &lt;em&gt;3&lt;/em&gt; &amp; more",
+                    "source=&lt;img src=x onerror=alert(3)&gt;.csv", "&lt;u&gt;top&lt;/u&gt; (3)",
+                    "&lt;svg/onload=alert(4)&gt;"):
+        assert escaped in text, escaped
+
+
+def test_the_page_template_escapes_whatever_its_name():
+    env = report._environment()
+    assert env.autoescape is True
+    assert env.from_string("{{ v }}").render(v="<a href='x'>&") == "&lt;a href=&#39;x&#39;&gt;&amp;"
+
+
+def test_auc_is_plotted_beside_loss_and_accuracy_when_in_the_history(tmp_path):
+    from PIL import Image
+
+    # The Trainer's history.json as Keras writes it: "accuracy", "auc" and their val_ twins.
+    history = {"loss": [0.6, 0.4, 0.35], "val_loss": [0.55, 0.45, 0.44], "accuracy": [0.7, 0.82, 0.86],
+               "val_accuracy": [0.72, 0.8, 0.81], "auc": [0.75, 0.9, 0.93], "val_auc": [0.78, 0.88, 0.89],
+               "epochs_run": [0, 1, 2]}
+    assert report.plot_training_curves(history, tmp_path / "with.png") == ["loss", "accuracy", "AUC"]
+    without = {k: v for k, v in history.items() if "auc" not in k}
+    assert report.plot_training_curves(without, tmp_path / "without.png") == ["loss", "accuracy"]
+    with_auc, no_auc = Image.open(tmp_path / "with.png"), Image.open(tmp_path / "without.png")
+    assert with_auc.width > no_auc.width  # a third panel
+    third = with_auc.crop((with_auc.width * 2 // 3, 0, with_auc.width, with_auc.height))
+    third.save(tmp_path / "auc_panel.png")
+    assert not report.image_is_blank(tmp_path / "auc_panel.png")
+    assert report.plot_training_curves({}, tmp_path / "none.png") == [] and not (tmp_path / "none.png").exists()
+
+    data = _data()
+    data.history = history
+    text = report.render(data, tmp_path / "report").read_text()
+    assert 'alt="training curves: loss, accuracy, AUC"' in text
 
 
 def test_blank_image_detection(tmp_path):
