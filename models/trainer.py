@@ -7,11 +7,12 @@ batch_size x max_len.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, Mapping
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -21,19 +22,39 @@ from absl import logging  # noqa: E402
 
 from models import calibration, embeddings, features, naive_bayes, optimization, warm_start  # noqa: E402
 from models import model as model_lib  # noqa: E402
+from pipeline import configs  # noqa: E402
 
 HISTORY_FILE = "history.json"
 # Under <pipeline root>/Trainer: per-epoch checkpoints of unfinished trainings.
 CHECKPOINTS_DIR = "checkpoints"
 # Validation metrics early stopping can watch, and whether lower or higher is better.
-MONITORS = {"val_loss": "min", "val_auc": "max", "val_accuracy": "max"}
+MONITORS = configs.EARLY_STOPPING_MONITORS
+
+# The hyperparameters as the Trainer takes them: typed, or the custom_config dict they are sent as.
+Hyperparameters = configs.TrainerConfig | Mapping[str, Any]
 
 
-def embedding_input_dim(tf_transform_output: tft.TFTransformOutput, hyperparameters: dict | None = None) -> int:
+def trainer_config(hyperparameters: Hyperparameters | None) -> configs.TrainerConfig:
+    """The typed hyperparameters: a TrainerConfig as it is, or one rebuilt from a custom_config
+    dict (configs.trainer_hyperparameters; fields it leaves out take the config's defaults)."""
+    if isinstance(hyperparameters, configs.TrainerConfig):
+        return hyperparameters
+    return configs.TrainerConfig.from_custom_config(hyperparameters or {})
+
+
+def training_config(training: configs.TrainingConfig | Mapping[str, Any]) -> configs.TrainingConfig:
+    """A TrainingConfig as it is, or one rebuilt from custom_config's "training" dict."""
+    if isinstance(training, configs.TrainingConfig):
+        return training
+    return configs.TrainingConfig.from_dict(training)
+
+
+def embedding_input_dim(tf_transform_output: tft.TFTransformOutput,
+                        hyperparameters: Hyperparameters | None = None) -> int:
     """Padding id 0 + the vocabulary the analyzer kept + the OOV bucket (+ the pretrained vocabulary)."""
-    extra = int((hyperparameters or {}).get("pretrained_vocabulary") or 0)
-    if extra:
-        return features.first_pretrained_id(int(hyperparameters["vocab_size"])) + extra
+    config = trainer_config(hyperparameters)
+    if config.pretrained_vocabulary:
+        return features.first_pretrained_id(config.vocab_size) + config.pretrained_vocabulary
     vocab = tf_transform_output.vocabulary_size_by_name(features.VOCABULARY_NAME)
     return 1 + vocab + features.NUM_OOV_BUCKETS
 
@@ -215,36 +236,37 @@ def export_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutp
     write_warmup_requests(export_dir, int(max_len), length_multiple)
 
 
-def pretrained_matrix(tf_transform_output: tft.TFTransformOutput, hyperparameters: dict[str, Any], seed: int):
+def pretrained_matrix(tf_transform_output: tft.TFTransformOutput, hyperparameters: Hyperparameters, seed: int):
     """The embedding matrix from pretrained vectors, or None for a random start."""
-    model_config = hyperparameters["model"]
-    path = model_config.get("pretrained_embeddings") or ""
-    if not path:
+    config = trainer_config(hyperparameters)
+    if not config.model.pretrained_embeddings:
         return None
-    path = embeddings.resolve(path)  # the dataset configs name it relative to the data directory
+    # The dataset configs name it relative to the data directory.
+    path = embeddings.resolve(config.model.pretrained_embeddings)
     vocabulary = [t.decode("utf-8") for t in tf_transform_output.vocabulary_by_name(features.VOCABULARY_NAME)]
-    extra = int(hyperparameters.get("pretrained_vocabulary") or 0)
+    extra = config.pretrained_vocabulary
     matrix, found = embeddings.embedding_matrix(
-        vocabulary, path, int(model_config["embedding_dim"]), features.NUM_OOV_BUCKETS, seed,
+        vocabulary, path, config.model.embedding_dim, features.NUM_OOV_BUCKETS, seed,
         pretrained_words=list(embeddings.pretrained_words(path, extra)),
-        first_pretrained_id=features.first_pretrained_id(int(hyperparameters.get("vocab_size") or 0)))
+        first_pretrained_id=features.first_pretrained_id(config.vocab_size))
     logging.info("Pretrained vectors for %d of %d vocabulary tokens from %s (+%d pretrained-only words)",
                  found, len(vocabulary), path, extra)
     return matrix
 
 
-def apply_thread_settings(training: dict[str, Any]) -> None:
+def apply_thread_settings(training: configs.TrainingConfig | Mapping[str, Any]) -> None:
     """Sizes TensorFlow's thread pools as configured, where the runtime has not started yet.
 
     When it has (the local runner sets them through the environment instead),
     a mismatch is logged rather than failing the run: it changes speed, not results.
     """
+    training = training_config(training)
     threading = tf.config.threading
     for pool, get, set_ in (("intra", threading.get_intra_op_parallelism_threads,
                              threading.set_intra_op_parallelism_threads),
                             ("inter", threading.get_inter_op_parallelism_threads,
                              threading.set_inter_op_parallelism_threads)):
-        threads = int(training.get(f"{pool}_op_threads") or 0)
+        threads = getattr(training, f"{pool}_op_threads")
         if not threads or get() == threads:
             continue
         try:
@@ -291,65 +313,61 @@ class EarlyStoppingOnAverage(tf.keras.callbacks.EarlyStopping):
             super().on_epoch_end(epoch, logs)
 
 
-def training_callbacks(training: dict[str, Any]) -> list[tf.keras.callbacks.Callback]:
+def training_callbacks(training: configs.TrainingConfig | Mapping[str, Any]) -> list[tf.keras.callbacks.Callback]:
     """Early stopping (keeping the best epoch's weights) and the learning-rate schedule.
 
     Both watch the same validation metric. Loss can rise from overconfidence
     while accuracy and AUC still improve, so the metric is configurable.
     """
-    monitor = training.get("early_stopping_monitor") or "val_loss"
-    if monitor not in MONITORS:
-        raise ValueError(f"early_stopping_monitor {monitor!r} is not one of {sorted(MONITORS)}")
+    training = training_config(training)  # TrainingConfig checks the metric and the schedule
+    monitor = training.early_stopping_monitor
     mode = MONITORS[monitor]
     # The average itself is kept by the optimizer (build_models passes weight_averaging to it).
-    callbacks = [ValidateOnAverage()] if training.get("weight_averaging") else []
-    callbacks += [EarlyStoppingOnAverage(monitor=monitor, mode=mode, patience=int(training["early_stopping_patience"]),
+    callbacks = [ValidateOnAverage()] if training.weight_averaging else []
+    callbacks += [EarlyStoppingOnAverage(monitor=monitor, mode=mode, patience=training.early_stopping_patience,
                                          restore_best_weights=True, verbose=1)]
-    schedule = training.get("lr_schedule") or "constant"
-    if schedule == "plateau":
+    if training.lr_schedule == "plateau":
         callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=0,
                                                               min_lr=1e-5, verbose=1))
-    elif schedule != "constant":
-        raise ValueError(f"lr_schedule {schedule!r} is not 'constant' or 'plateau'")
     return callbacks
 
 
-def embedding_rows(tf_transform_output: tft.TFTransformOutput, hyperparameters: dict[str, Any]) -> dict[str, int]:
+def embedding_rows(tf_transform_output: tft.TFTransformOutput, hyperparameters: Hyperparameters) -> dict[str, int]:
     """{token: embedding row} for this Transform's vocabulary (and the pretrained-only words)."""
+    config = trainer_config(hyperparameters)
     vocabulary = [t.decode("utf-8") for t in tf_transform_output.vocabulary_by_name(features.VOCABULARY_NAME)]
-    extra = int(hyperparameters.get("pretrained_vocabulary") or 0)
-    path = hyperparameters["model"].get("pretrained_embeddings") or ""
+    extra, path = config.pretrained_vocabulary, config.model.pretrained_embeddings
     words = list(embeddings.pretrained_words(embeddings.resolve(path), extra)) if extra and path else []
-    return warm_start.token_rows(vocabulary, words, features.first_pretrained_id(int(hyperparameters["vocab_size"])))
+    return warm_start.token_rows(vocabulary, words, features.first_pretrained_id(config.vocab_size))
 
 
-def build_models(tf_transform_output: tft.TFTransformOutput, hyperparameters: dict[str, Any],
+def build_models(tf_transform_output: tft.TFTransformOutput, hyperparameters: Hyperparameters,
                  seed: int, base_model: str | None = None) -> tuple[tf.keras.Model, tf.keras.Model, dict | None]:
     """The configured model (what is exported), its compiled training view, and
     what a warm start carried over from `base_model` (None for a cold start).
 
     Training computes the logit only; the exported model adds the per-token outputs.
     """
-    training = hyperparameters["training"]
+    config = trainer_config(hyperparameters)
+    training = config.training
     model = model_lib.build_model(
-        vocab_size=embedding_input_dim(tf_transform_output, hyperparameters),
-        embedding_matrix=pretrained_matrix(tf_transform_output, hyperparameters, seed),
-        **{k: v for k, v in hyperparameters["model"].items() if k != "pretrained_embeddings"},
+        vocab_size=embedding_input_dim(tf_transform_output, config),
+        embedding_matrix=pretrained_matrix(tf_transform_output, config, seed),
+        **{k: v for k, v in dataclasses.asdict(config.model).items() if k != "pretrained_embeddings"},
     )
     carried = None
-    if training.get("warm_start") and base_model:
+    if training.warm_start and base_model:
         state = warm_start.state_dir_of(base_model)
         if tf.io.gfile.exists(os.path.join(state, warm_start.WEIGHTS_FILE)):
-            carried = warm_start.restore(model, state, embedding_rows(tf_transform_output, hyperparameters))
+            carried = warm_start.restore(model, state, embedding_rows(tf_transform_output, config))
             logging.info("Warm start from %s: %s", state, carried)
         else:
             logging.warning("Warm start asked for, but %s holds no saved state (a model from before warm "
                             "starts were saved); training from scratch", state)
-    elif training.get("warm_start"):
+    elif training.warm_start:
         logging.info("Warm start asked for, but there is no blessed model yet; training from scratch")
-    train_model = model_lib.training_view(model, float(training.get("adversarial_epsilon") or 0.0))
-    model_lib.compile_model(train_model, float(training["learning_rate"]), float(training["clipnorm"]),
-                            float(training.get("weight_averaging") or 0.0))
+    train_model = model_lib.training_view(model, training.adversarial_epsilon)
+    model_lib.compile_model(train_model, training.learning_rate, training.clipnorm, training.weight_averaging)
     return model, train_model, carried
 
 
@@ -357,7 +375,7 @@ def train(
     train_files: list[str],
     eval_files: list[str],
     tf_transform_output: tft.TFTransformOutput,
-    hyperparameters: dict[str, Any],
+    hyperparameters: Hyperparameters,
     log_dir: str | None = None,
     backup_dir: str | None = None,
     base_model: str | None = None,
@@ -376,31 +394,30 @@ def train(
     says what was carried over. `warm_start_dir` receives this network's state
     for the next warm start.
     """
-    training = hyperparameters["training"]
-    ngram_order = int(training.get("naive_bayes_ngrams") or 0)
-    if ngram_order and training.get("calibrate_logit"):
-        raise ValueError("naive_bayes_ngrams already fits the logit's scale and offset on validation; "
-                         "turn calibrate_logit off")
+    # Rebuilding the typed config checks it (TrainingConfig.__post_init__: e.g. Naive Bayes
+    # stacking and Platt scaling both fit the logit), before anything trains.
+    config = trainer_config(hyperparameters)
+    training = config.training
     apply_thread_settings(training)
-    seed = int(training["seed"])
+    seed = training.seed
     tf.keras.utils.set_random_seed(seed)
 
     batching = dict(
-        batch_size=int(training["batch_size"]),
-        sort_window_batches=int(training["length_sort_window_batches"]),
-        length_multiple=int(training.get("length_multiple") or 1),
+        batch_size=training.batch_size,
+        sort_window_batches=training.length_sort_window_batches,
+        length_multiple=training.length_multiple,
     )
     train_dataset = input_fn(
-        train_files, tf_transform_output, shuffle=True, shuffle_buffer=int(training["shuffle_buffer"]),
+        train_files, tf_transform_output, shuffle=True, shuffle_buffer=training.shuffle_buffer,
         seed=seed, **batching,
     )
     eval_dataset = input_fn(eval_files, tf_transform_output, shuffle=False, **batching)
-    if training.get("shuffle_labels"):
+    if training.shuffle_labels:
         # A deliberately broken candidate (tests of the gate): labels shuffled within each batch.
         train_dataset = train_dataset.map(
             lambda ids, labels: (ids, {k: tf.random.shuffle(v, seed=seed) for k, v in labels.items()}))
 
-    model, train_model, carried = build_models(tf_transform_output, hyperparameters, seed, base_model)
+    model, train_model, carried = build_models(tf_transform_output, config, seed, base_model)
     train_model.summary(print_fn=logging.info)
 
     callbacks = training_callbacks(training)
@@ -412,7 +429,7 @@ def train(
     history = train_model.fit(
         train_dataset,
         validation_data=eval_dataset,
-        epochs=int(training["epochs"]),
+        epochs=training.epochs,
         callbacks=callbacks,
         verbose=2,
     )
@@ -420,17 +437,17 @@ def train(
     history = {key: [float(v) for v in values] for key, values in history.history.items()}
     history["epochs_run"] = epochs_run
     history["warm_start"] = carried
-    if warm_start_dir and training.get("warm_start"):
+    if warm_start_dir and training.warm_start:
         # The network before any stacking: what the next warm start rebuilds and fills.
-        warm_start.save(model, embedding_rows(tf_transform_output, hyperparameters), warm_start_dir)
+        warm_start.save(model, embedding_rows(tf_transform_output, config), warm_start_dir)
     if epochs_run and epochs_run[0] > 0:
         logging.info("Resumed from the checkpoint of epoch %d in %s", epochs_run[0], backup_dir)
-    if training.get("calibrate_logit"):
+    if training.calibrate_logit:
         history["logit_calibration"] = list(calibrate_logit(model, train_model, eval_dataset) or ())
-    if ngram_order:
+    if training.naive_bayes_ngrams:
         model, history["naive_bayes_stacking"] = stack_naive_bayes(
-            model, train_model, train_dataset, eval_dataset, ngram_order,
-            embedding_input_dim(tf_transform_output, hyperparameters))
+            model, train_model, train_dataset, eval_dataset, training.naive_bayes_ngrams,
+            embedding_input_dim(tf_transform_output, config))
     return model, history
 
 
@@ -486,12 +503,12 @@ def backup_dir_for(fn_args) -> str:
 def run_fn(fn_args) -> None:
     """Entry point for the TFX Trainer component."""
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    hyperparameters = fn_args.custom_config
+    config = configs.TrainerConfig.from_custom_config(fn_args.custom_config)
     model, history = train(
         fn_args.train_files,
         fn_args.eval_files,
         tf_transform_output,
-        hyperparameters,
+        config,
         log_dir=fn_args.model_run_dir,
         backup_dir=backup_dir_for(fn_args),
         base_model=fn_args.base_model,
@@ -500,5 +517,4 @@ def run_fn(fn_args) -> None:
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as f:
         json.dump(history, f, indent=2)
-    export_model(model, tf_transform_output, fn_args.serving_model_dir,
-                 int(hyperparameters["training"].get("length_multiple") or 1))
+    export_model(model, tf_transform_output, fn_args.serving_model_dir, config.training.length_multiple)

@@ -1,21 +1,22 @@
-"""Command line: `python -m pipeline run --dataset polarity|imdb [options]`."""
+"""Command line: `python -m pipeline run --dataset polarity|imdb [options]`.
+
+Each subcommand's parser names the function that runs it (`set_defaults(func=...)`);
+commands that take config overrides share configs.add_overrides_option and configs.dataset_of.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-from pathlib import Path
-
-import dataclasses
 
 from pipeline import configs, data_sources, metadata_store, runner_profiles
 
 
 def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
-    dataset = configs.DATASETS[args.dataset]
     try:
-        dataset = configs.with_overrides(dataset, configs.parse_overrides(args.set or []))
+        dataset = configs.dataset_of(args)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     try:
@@ -33,7 +34,7 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
         return configs.PipelineConfig(
             dataset=dataset,
             input_path=input_path,
-            output_dir=Path(args.output_dir).resolve() if args.output_dir else configs.default_output_dir(),
+            output_dir=configs.output_dir_of(args.output_dir),
             enable_cache=not args.no_cache,
             quarantine=args.quarantine,
             allowed_anomalies=tuple(args.allow_anomaly or ()),
@@ -57,8 +58,7 @@ def make_parser() -> argparse.ArgumentParser:
                      "then ../shared/data, then a download)")
     run.add_argument("--output-dir", help="where pipeline outputs, metadata and served models go "
                      "(default: $SENTIMENT_OUTPUT_DIR or ./outputs)")
-    run.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a dataset config field, e.g. training.epochs=2 or max_len=128")
+    configs.add_overrides_option(run)
     run.add_argument("--span", type=int, help="with an --input laid out as span-<N>/ folders: read span N "
                      "(default: the newest); training reads the newest training.spans validated spans up to it")
     run.add_argument("--metadata", metavar="URI",
@@ -79,76 +79,61 @@ def make_parser() -> argparse.ArgumentParser:
                      "default: configs.DEFAULT_BEAM_ARGS, i.e. " + runner_profiles.DEFAULT_PROFILE)
     run.add_argument("--beam-option", action="append", metavar="KEY=VALUE",
                      help="a setting of the Beam profile, e.g. workers=2, project=..., job_endpoint=host:8099")
+    run.set_defaults(func=run_command)
 
-    from pipeline import kubeflow_v2_runner  # light: the TFX imports happen when compiling
+    # Light imports: the heavy ones (TFX, TensorFlow) happen when a command runs.
+    from pipeline import bulk_inference, kubeflow_v2_runner, lineage, monitor, predict, serve, spans
 
     kubeflow_v2_runner.add_compile_parser(commands)
-
-    from pipeline import monitor, predict, serve
-
     predict.add_parser(commands)
     serve.add_parser(commands)
     monitor.add_parser(commands)
-
-    from pipeline import bulk_inference, lineage, spans
-
     spans.add_parser(commands)
     bulk_inference.add_parser(commands)
     lineage.add_parser(commands)
+    # The modules add their parsers; which function runs each command is said here, in one place.
+    for name, func in {
+        "compile": kubeflow_v2_runner.compile_command,
+        "predict": predict.predict_command,
+        "serve": serve.serve_command,
+        "monitor": monitor.monitor_command,
+        "make-spans": spans.make_spans_command,
+        "score": bulk_inference.score_command,
+        "lineage": lineage.lineage_command,
+    }.items():
+        commands.choices[name].set_defaults(func=func)
+    missing = sorted(name for name, sub in commands.choices.items() if sub.get_default("func") is None)
+    assert not missing, f"subcommands without a func: {missing}"
     return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`run`: the pipeline on the local runner."""
+    config = build_config(args)
+    if args.beam_profile or args.beam_option:
+        try:
+            beam_args = runner_profiles.beam_pipeline_args(
+                args.beam_profile or runner_profiles.DEFAULT_PROFILE,
+                runner_profiles.parse_options(args.beam_option),
+            )
+        except runner_profiles.ProfileError as error:
+            raise SystemExit(f"error: {error}") from None
+        config = dataclasses.replace(config, beam_args=beam_args)
+    for name, value in configs.tf_thread_environment(config.dataset.training).items():
+        os.environ.setdefault(name, value)  # TensorFlow reads these once, at start
+    from pipeline import local_runner  # heavy imports only once the arguments are valid
+
+    try:
+        local_runner.run(config, verbose=args.verbose)
+    except (local_runner.PipelineFailed, local_runner.RunInProgress) as failure:
+        print(f"\n{failure}", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    if args.command == "compile":
-        from pipeline import kubeflow_v2_runner
-
-        return kubeflow_v2_runner.compile_command(args)
-    if args.command == "predict":
-        from pipeline import predict
-
-        return predict.predict_command(args)
-    if args.command == "serve":
-        from pipeline import serve
-
-        return serve.serve_command(args)
-    if args.command == "monitor":
-        from pipeline import monitor
-
-        return monitor.monitor_command(args)
-    if args.command == "make-spans":
-        from pipeline import spans
-
-        return spans.make_spans_command(args)
-    if args.command == "score":
-        from pipeline import bulk_inference
-
-        return bulk_inference.score_command(args)
-    if args.command == "lineage":
-        from pipeline import lineage
-
-        return lineage.lineage_command(args)
-    if args.command == "run":
-        config = build_config(args)
-        if args.beam_profile or args.beam_option:
-            try:
-                beam_args = runner_profiles.beam_pipeline_args(
-                    args.beam_profile or runner_profiles.DEFAULT_PROFILE,
-                    runner_profiles.parse_options(args.beam_option),
-                )
-            except runner_profiles.ProfileError as error:
-                raise SystemExit(f"error: {error}") from None
-            config = dataclasses.replace(config, beam_args=beam_args)
-        for name, value in configs.tf_thread_environment(config.dataset.training).items():
-            os.environ.setdefault(name, value)  # TensorFlow reads these once, at start
-        from pipeline import local_runner  # heavy imports only once the arguments are valid
-
-        try:
-            local_runner.run(config, verbose=args.verbose)
-        except (local_runner.PipelineFailed, local_runner.RunInProgress) as failure:
-            print(f"\n{failure}", file=sys.stderr, flush=True)
-            return 1
-    return 0
+    return args.func(args)
 
 
 if __name__ == "__main__":

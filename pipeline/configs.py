@@ -21,6 +21,32 @@ COMPONENTS_ROOT = PROJECT_ROOT / "components"
 TRANSFORM_MODULE_FILE = MODELS_ROOT / "preprocessing.py"
 TRAINER_MODULE_FILE = MODELS_ROOT / "trainer.py"
 
+# Validation metrics early stopping and the plateau schedule can watch, and whether lower or higher is better.
+EARLY_STOPPING_MONITORS = {"val_loss": "min", "val_auc": "max", "val_accuracy": "max"}
+LR_SCHEDULES = ("constant", "plateau")
+
+
+def _from_dict(cls, values: Mapping[str, Any]):
+    """`cls` rebuilt from a dict of its fields (dataclasses.asdict's output, e.g. read back from a
+    custom_config). Missing fields take their defaults, an unknown key is an error, an int where
+    the field is a float becomes a float; nested config dataclasses are rebuilt the same way."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {', '.join(map(repr, unknown))}; "
+                         f"it has: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        field_type = hints[name]
+        if dataclasses.is_dataclass(field_type) and isinstance(value, Mapping):
+            value = _from_dict(field_type, value)
+        elif field_type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     embedding_dim: int = 64
@@ -44,6 +70,14 @@ class ModelConfig:
     # Independently trained copies of this classifier in one model, their logits
     # averaged (1 = a single model). Costs about N times the training and inference.
     ensemble_size: int = 1
+
+    def __post_init__(self):
+        if self.ensemble_size < 1:
+            raise ValueError(f"model.ensemble_size must be >= 1, got {self.ensemble_size}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ModelConfig:
+        return _from_dict(cls, values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +135,26 @@ class TrainingConfig:
     # Start from the latest blessed model instead of random weights: embedding
     # rows carried over by token, every other layer's weights reused (models/warm_start.py).
     warm_start: bool = False
+
+    def __post_init__(self):
+        if self.naive_bayes_ngrams and self.calibrate_logit:
+            raise ValueError(f"training.naive_bayes_ngrams={self.naive_bayes_ngrams} already fits the logit's scale "
+                             "and offset on validation: turn calibrate_logit off (training.calibrate_logit=false), "
+                             "or set training.naive_bayes_ngrams=0")
+        if self.early_stopping_monitor not in EARLY_STOPPING_MONITORS:
+            raise ValueError(f"training.early_stopping_monitor {self.early_stopping_monitor!r} is not one of "
+                             f"{sorted(EARLY_STOPPING_MONITORS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"training.lr_schedule {self.lr_schedule!r} is not 'constant' or 'plateau'")
+        if self.spans < 1:
+            raise ValueError(f"training.spans must be >= 1, got {self.spans}")
+        for name in ("batch_size", "length_multiple", "length_sort_window_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"training.{name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
+        return _from_dict(cls, values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,9 +268,70 @@ class DatasetConfig:
     drift: DriftConfig = DriftConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
 
+    def __post_init__(self):
+        if self.pretrained_vocabulary and not self.model.pretrained_embeddings:
+            raise ValueError(f"{self.name}: pretrained_vocabulary={self.pretrained_vocabulary} needs "
+                             "model.pretrained_embeddings (or set pretrained_vocabulary=0)")
+
     @property
     def schema_dir(self) -> Path:
         return SCHEMA_ROOT / self.name
+
+    @property
+    def pipeline_name(self) -> str:
+        # Kubeflow requires [a-z0-9][a-z0-9-]*.
+        return f"sentiment-{self.name}"
+
+    def serving_dir(self, output_dir: Path) -> Path:
+        """Where the Pusher puts this dataset's versions under a run's output directory."""
+        return Path(output_dir) / "serving" / self.pipeline_name
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """The Trainer module's custom_config, typed: the model and training hyperparameters and
+    what the Trainer needs of the dataset besides them (built by trainer_hyperparameters,
+    rebuilt by from_custom_config)."""
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    dataset: str = ""
+    max_len: int = 0
+    # The vocabulary Transform learns; pretrained-only words get ids after it.
+    vocab_size: int = 0
+    # DatasetConfig.pretrained_vocabulary: that many pretrained-only words join the vocabulary.
+    pretrained_vocabulary: int = 0
+    # models_fingerprint(): in the custom_config so TFX's cache sees a change of the model code.
+    models_fingerprint: str = ""
+
+    def __post_init__(self):
+        if self.pretrained_vocabulary and not self.model.pretrained_embeddings:
+            raise ValueError(f"pretrained_vocabulary={self.pretrained_vocabulary} needs model.pretrained_embeddings")
+        if self.pretrained_vocabulary and self.vocab_size < 1:
+            raise ValueError(f"pretrained_vocabulary={self.pretrained_vocabulary} needs the vocab_size the "
+                             "pretrained-only ids start after")
+
+    @classmethod
+    def of(cls, dataset: DatasetConfig) -> TrainerConfig:
+        return cls(model=dataset.model, training=dataset.training, dataset=dataset.name, max_len=dataset.max_len,
+                   vocab_size=dataset.vocab_size, pretrained_vocabulary=dataset.pretrained_vocabulary,
+                   models_fingerprint=models_fingerprint())
+
+    def to_custom_config(self) -> dict[str, Any]:
+        """JSON-serializable; from_custom_config(to_custom_config()) == self."""
+        return {
+            "dataset": self.dataset,
+            "max_len": self.max_len,
+            "vocab_size": self.vocab_size,
+            "pretrained_vocabulary": self.pretrained_vocabulary,
+            "models_fingerprint": self.models_fingerprint,
+            "model": dataclasses.asdict(self.model),
+            "training": dataclasses.asdict(self.training),
+        }
+
+    @classmethod
+    def from_custom_config(cls, values: Mapping[str, Any]) -> TrainerConfig:
+        """The typed config back from custom_config (missing fields take their defaults)."""
+        return _from_dict(cls, values)
 
 
 # GloVe 6B 50-d vectors, relative to the data directory (see data_sources.resolve_embeddings).
@@ -353,16 +468,13 @@ class PipelineConfig:
                              "span-<N>/ folders")
         if self.span is not None and self.span < 0:
             raise ValueError(f"span must be >= 0, got {self.span}")
-        if self.dataset.training.spans < 1:
-            raise ValueError(f"training.spans must be >= 1, got {self.dataset.training.spans}")
         if self.dataset.training.spans > 1 and not self.input_spans:
             raise ValueError(f"training.spans={self.dataset.training.spans} needs an input laid out as span-<N>/ "
                              f"folders; {self.input_path} is not")
 
     @property
     def pipeline_name(self) -> str:
-        # Kubeflow requires [a-z0-9][a-z0-9-]*.
-        return f"sentiment-{self.dataset.name}"
+        return self.dataset.pipeline_name
 
     @property
     def pipeline_root(self) -> Path:
@@ -389,8 +501,7 @@ class PipelineConfig:
 
     @property
     def serving_dir(self) -> Path:
-        return self.output_dir / "serving" / self.pipeline_name
-
+        return self.dataset.serving_dir(self.output_dir)
 
 
 def _flat_fields(value, prefix: str = "") -> dict[str, Any]:
@@ -435,21 +546,15 @@ def default_output_dir() -> Path:
     return Path(os.environ.get("SENTIMENT_OUTPUT_DIR", PROJECT_ROOT / "outputs"))
 
 
+def output_dir_of(output_dir: str | os.PathLike | None) -> Path:
+    """An --output-dir argument, resolved; default_output_dir() when it is not given."""
+    return Path(output_dir).resolve() if output_dir else default_output_dir()
+
+
 def trainer_hyperparameters(dataset: DatasetConfig) -> dict[str, Any]:
-    """What the Trainer module receives as custom_config (JSON-serializable)."""
-    if dataset.training.naive_bayes_ngrams and dataset.training.calibrate_logit:
-        # Checked here too, so a run stops when the pipeline is built, not when the Trainer starts.
-        raise ValueError(f"{dataset.name}: training.naive_bayes_ngrams already fits the logit's scale and offset "
-                         "on validation; turn training.calibrate_logit off")
-    return {
-        "dataset": dataset.name,
-        "max_len": dataset.max_len,
-        "vocab_size": dataset.vocab_size,
-        "pretrained_vocabulary": dataset.pretrained_vocabulary,
-        "models_fingerprint": models_fingerprint(),
-        "model": dataclasses.asdict(dataset.model),
-        "training": dataclasses.asdict(dataset.training),
-    }
+    """What the Trainer module receives as custom_config (JSON-serializable; TrainerConfig.from_custom_config
+    rebuilds it)."""
+    return TrainerConfig.of(dataset).to_custom_config()
 
 
 def tf_thread_environment(training: TrainingConfig) -> dict[str, str]:
@@ -467,11 +572,29 @@ def tf_thread_environment(training: TrainingConfig) -> dict[str, str]:
 
 
 def transform_custom_config(dataset: DatasetConfig) -> dict[str, Any]:
-    if dataset.pretrained_vocabulary and not dataset.model.pretrained_embeddings:
-        raise ValueError(f"{dataset.name}: pretrained_vocabulary needs model.pretrained_embeddings")
     return {"vocab_size": dataset.vocab_size, "max_len": dataset.max_len, "token_level": dataset.token_level,
             "pretrained_embeddings": dataset.model.pretrained_embeddings if dataset.pretrained_vocabulary else "",
             "pretrained_vocabulary": dataset.pretrained_vocabulary, "models_fingerprint": models_fingerprint()}
+
+
+def add_overrides_option(parser) -> None:
+    """The `--set KEY=VALUE` option, the same for every command that takes config overrides
+    (read them back with dataset_of)."""
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a dataset config field (repeatable), e.g. training.epochs=2, max_len=128 "
+                        "or serving.max_instances=64")
+
+
+def dataset_of(args) -> DatasetConfig:
+    """The --dataset config with the --set overrides (add_overrides_option) applied; ValueError
+    for a malformed or unknown override."""
+    return with_overrides(DATASETS[args.dataset], parse_overrides(getattr(args, "set", None) or []))
+
+
+def serving_dir_of(args) -> Path:
+    """The serving directory --dataset, --output-dir and --set give: where the pipeline's Pusher
+    pushes (PipelineConfig.serving_dir); ValueError for a bad override."""
+    return dataset_of(args).serving_dir(output_dir_of(getattr(args, "output_dir", None)))
 
 
 def parse_overrides(pairs) -> dict[str, str]:
@@ -490,28 +613,33 @@ def with_overrides(config: Any, overrides: Mapping[str, str]) -> Any:
 
     `{"training.epochs": "2", "max_len": "32"}` on a DatasetConfig. Values are
     parsed to the field's declared type, and unknown fields are an error, so a
-    typo on the command line fails instead of being ignored.
+    typo on the command line fails instead of being ignored. Each dataclass is
+    rebuilt once with all its changes, so the cross-field checks of its
+    __post_init__ judge the combination asked for, whatever the order of the overrides.
     """
-    for dotted, raw_value in overrides.items():
-        config = _override_one(config, dotted.split("."), raw_value, dotted)
-    return config
+    return _override(config, [(dotted.split("."), raw_value, dotted) for dotted, raw_value in overrides.items()])
 
 
-def _override_one(config: Any, path: list[str], raw_value: str, dotted: str) -> Any:
+def _override(config: Any, items: list[tuple[list[str], str, str]]) -> Any:
     if not dataclasses.is_dataclass(config):
-        raise ValueError(f"cannot set {dotted!r}: {type(config).__name__} has no fields")
+        raise ValueError(f"cannot set {items[0][2]!r}: {type(config).__name__} has no fields")
     fields = {f.name: f for f in dataclasses.fields(config)}
-    head = path[0]
-    if head not in fields:
-        raise ValueError(
-            f"unknown config field {dotted!r}; {type(config).__name__} has: {', '.join(sorted(fields))}"
-        )
-    if len(path) > 1:
-        value = _override_one(getattr(config, head), path[1:], raw_value, dotted)
-    else:
-        field_type = typing.get_type_hints(type(config))[head]
-        value = _parse_value(field_type, raw_value, dotted)
-    return dataclasses.replace(config, **{head: value})
+    hints = typing.get_type_hints(type(config))
+    changes: dict[str, Any] = {}
+    nested: dict[str, list[tuple[list[str], str, str]]] = {}
+    for path, raw_value, dotted in items:
+        head = path[0]
+        if head not in fields:
+            raise ValueError(
+                f"unknown config field {dotted!r}; {type(config).__name__} has: {', '.join(sorted(fields))}"
+            )
+        if len(path) > 1:
+            nested.setdefault(head, []).append((path[1:], raw_value, dotted))
+        else:
+            changes[head] = _parse_value(hints[head], raw_value, dotted)
+    for head, inner in nested.items():
+        changes[head] = _override(getattr(config, head), inner)
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def _parse_value(field_type: Any, raw_value: str, dotted: str) -> Any:

@@ -136,11 +136,11 @@ def predict_command(args) -> int:
     if not texts:
         print("error: no text given (pass texts, --file FILE, or - for stdin)", file=sys.stderr)
         return 2
-    if args.model:
-        path = Path(args.model)
-    else:
-        output_dir = Path(args.output_dir).resolve() if args.output_dir else configs.default_output_dir()
-        path = output_dir / "serving" / f"sentiment-{args.dataset}"
+    try:
+        path = Path(args.model) if args.model else configs.serving_dir_of(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         model_dir = resolve_model_dir(path)
     except FileNotFoundError as error:
@@ -166,6 +166,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--file", help="read one text per line from FILE ('-' for stdin)")
     parser.add_argument("--dataset", choices=sorted(configs.DATASETS), default=configs.DEFAULT_DATASET)
     parser.add_argument("--output-dir", help="the run's output directory (default: $SENTIMENT_OUTPUT_DIR or ./outputs)")
-    parser.add_argument("--model", help="a SavedModel directory or a serving directory of versions "
-                        "(default: the latest version pushed for --dataset)")
+    configs.add_overrides_option(parser)
+    parser.add_argument("--model", "--model-base-dir", dest="model",
+                        help="a SavedModel directory or a serving directory of versions (default: the latest "
+                        "version the pipeline pushed for --dataset, --output-dir and --set)")
     parser.add_argument("--json", action="store_true", help="one JSON object per text instead of a table")

@@ -617,13 +617,15 @@ def make_server(app: Flask, host: str, port: int, threads: int, max_body_bytes: 
 def serve_command(args) -> int:
     from pipeline import configs
 
-    dataset = configs.DATASETS[args.dataset]
+    try:
+        dataset = configs.dataset_of(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     limits = dataset.serving
-    if args.model_base_dir:
-        base = Path(args.model_base_dir).resolve()
-    else:
-        output_dir = Path(args.output_dir).resolve() if args.output_dir else configs.default_output_dir()
-        base = output_dir / "serving" / f"sentiment-{dataset.name}"
+    # Where the pipeline's Pusher pushes, unless a directory is given.
+    base = (Path(args.model_base_dir).resolve() if args.model_base_dir
+            else dataset.serving_dir(configs.output_dir_of(args.output_dir)))
     name = args.model_name or base.name
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     repository = ModelRepository(base, poll_seconds=args.poll_seconds or limits.poll_seconds)
@@ -761,8 +763,10 @@ def add_parser(commands) -> None:
     parser = commands.add_parser("serve", help="serve the pushed model over TF Serving's REST and gRPC APIs")
     parser.add_argument("--dataset", choices=sorted(configs.DATASETS), default=configs.DEFAULT_DATASET)
     parser.add_argument("--output-dir", help="the run's output directory (default: $SENTIMENT_OUTPUT_DIR or ./outputs)")
-    parser.add_argument("--model-base-dir", help="a serving directory of numbered versions "
-                        "(default: <output-dir>/serving/sentiment-<dataset>)")
+    configs.add_overrides_option(parser)
+    parser.add_argument("--model-base-dir", help="a serving directory of numbered versions (default: where the "
+                        "pipeline pushes for --dataset, --output-dir and --set, "
+                        "<output-dir>/serving/sentiment-<dataset>)")
     parser.add_argument("--model-name", help="the <name> in /v1/models/<name> (default: the directory's name)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8501, help="port (default 8501, TF Serving's REST port; 0 = any)")

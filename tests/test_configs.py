@@ -1,5 +1,9 @@
-"""Typed overrides: values parsed to the field's type, typos rejected."""
+"""Typed overrides: values parsed to the field's type, typos rejected; the typed configs the Trainer
+rebuilds from custom_config; the command line's dispatch and shared options."""
 
+import dataclasses
+import importlib
+import json
 import pytest
 
 from pipeline import configs
@@ -72,19 +76,143 @@ def test_thread_settings_become_tensorflow_environment_variables():
 
 
 def test_pretrained_vocabulary_needs_pretrained_vectors():
-    broken = configs.with_overrides(configs.POLARITY, {"model.pretrained_embeddings": "",
-                                                       "pretrained_vocabulary": "1000"})
-    with pytest.raises(ValueError, match="pretrained_vocabulary needs model.pretrained_embeddings"):
-        configs.transform_custom_config(broken)
+    with pytest.raises(ValueError, match="polarity: pretrained_vocabulary=1000 needs model.pretrained_embeddings"):
+        configs.with_overrides(configs.POLARITY, {"model.pretrained_embeddings": "", "pretrained_vocabulary": "1000"})
+    with pytest.raises(ValueError, match="pretrained_vocabulary=100000 needs model.pretrained_embeddings"):
+        dataclasses.replace(configs.POLARITY, model=dataclasses.replace(configs.POLARITY.model, pretrained_embeddings=""))
+    with pytest.raises(ValueError, match="pretrained_vocabulary=5 needs model.pretrained_embeddings"):
+        configs.TrainerConfig.from_custom_config({"pretrained_vocabulary": 5, "vocab_size": 100})
 
 
 def test_naive_bayes_stacking_and_platt_scaling_are_not_combined():
-    both = configs.with_overrides(configs.IMDB, {"training.calibrate_logit": "true"})
     assert configs.IMDB.training.naive_bayes_ngrams  # the default stacks n-gram scores
-    with pytest.raises(ValueError, match="imdb: training.naive_bayes_ngrams .* turn training.calibrate_logit off"):
-        configs.trainer_hyperparameters(both)
-    platt_only = configs.with_overrides(both, {"training.naive_bayes_ngrams": "0"})
-    assert configs.trainer_hyperparameters(platt_only)["training"]["calibrate_logit"] is True
+    message = r"training.naive_bayes_ngrams=2 already fits the logit's scale .* turn calibrate_logit off"
+    # Checked by TrainingConfig.__post_init__, so every way of building one is checked.
+    with pytest.raises(ValueError, match=message):
+        configs.with_overrides(configs.IMDB, {"training.calibrate_logit": "true"})
+    with pytest.raises(ValueError, match=message):
+        configs.TrainingConfig(naive_bayes_ngrams=2, calibrate_logit=True)
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(configs.IMDB.training, calibrate_logit=True)
+    with pytest.raises(ValueError, match=message):
+        configs.TrainerConfig.from_custom_config({"training": {"naive_bayes_ngrams": 2, "calibrate_logit": True}})
+    # The overrides are judged together, whatever their order.
+    for overrides in ({"training.calibrate_logit": "true", "training.naive_bayes_ngrams": "0"},
+                      {"training.naive_bayes_ngrams": "0", "training.calibrate_logit": "true"}):
+        platt_only = configs.with_overrides(configs.IMDB, overrides)
+        assert configs.trainer_hyperparameters(platt_only)["training"]["calibrate_logit"] is True
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: configs.TrainingConfig(early_stopping_monitor="auc"), r"training.early_stopping_monitor 'auc' is not"),
+    (lambda: configs.TrainingConfig(lr_schedule="cosine"), r"training.lr_schedule 'cosine' is not"),
+    (lambda: configs.TrainingConfig(spans=0), r"training.spans must be >= 1, got 0"),
+    (lambda: configs.TrainingConfig(length_multiple=0), r"training.length_multiple must be >= 1, got 0"),
+    (lambda: configs.ModelConfig(ensemble_size=0), r"model.ensemble_size must be >= 1, got 0"),
+    (lambda: configs.TrainerConfig.from_custom_config({"training": {"epoch": 2}}),
+     r"unknown TrainingConfig field\(s\) 'epoch'"),
+])
+def test_inconsistent_configs_are_rejected_when_built(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("name", sorted(configs.DATASETS))
+def test_the_trainers_custom_config_round_trips_to_the_typed_config(name):
+    dataset = configs.DATASETS[name]
+    custom_config = configs.trainer_hyperparameters(dataset)
+    # The shape TFX's cache key and the lineage command read: unchanged.
+    assert list(custom_config) == ["dataset", "max_len", "vocab_size", "pretrained_vocabulary", "models_fingerprint",
+                                   "model", "training"]
+    assert custom_config["training"] == dataclasses.asdict(dataset.training)
+    # What the Trainer gets back is JSON (TFX serializes custom_config).
+    typed = configs.TrainerConfig.from_custom_config(json.loads(json.dumps(custom_config)))
+    assert typed == configs.TrainerConfig.of(dataset)
+    assert (typed.model, typed.training) == (dataset.model, dataset.training)
+    assert (typed.vocab_size, typed.pretrained_vocabulary, typed.max_len) == (
+        dataset.vocab_size, dataset.pretrained_vocabulary, dataset.max_len)
+    assert typed.to_custom_config() == custom_config
+    assert configs.ModelConfig.from_dict(dataclasses.asdict(dataset.model)) == dataset.model
+
+
+def test_a_partial_custom_config_takes_the_config_defaults_once():
+    typed = configs.TrainerConfig.from_custom_config({"training": {"early_stopping_patience": 5, "clipnorm": 2}})
+    assert typed.training == configs.TrainingConfig(early_stopping_patience=5, clipnorm=2.0)
+    assert isinstance(typed.training.clipnorm, float)  # an int in JSON is still a float field
+    assert typed.model == configs.ModelConfig()
+    assert configs.TrainerConfig.from_custom_config({}) == configs.TrainerConfig()
+
+
+# Every subcommand with the fewest arguments it parses with, and the function that runs it.
+COMMAND_LINES = {
+    "run": (["run"], "pipeline.__main__.run_command"),
+    "compile": (["compile", "--target", "kubeflow", "--image", "i:1", "--pipeline-root", "gs://b/p",
+                 "--data-root", "gs://b/d", "--serving-root", "gs://b/s"], "pipeline.kubeflow_v2_runner.compile_command"),
+    "predict": (["predict", "a text"], "pipeline.predict.predict_command"),
+    "serve": (["serve"], "pipeline.serve.serve_command"),
+    "monitor": (["monitor"], "pipeline.monitor.monitor_command"),
+    "make-spans": (["make-spans", "--spans", "2", "--out", "o"], "pipeline.spans.make_spans_command"),
+    "score": (["score", "--input", "i.csv", "--out", "o"], "pipeline.bulk_inference.score_command"),
+    "lineage": (["lineage"], "pipeline.lineage.lineage_command"),
+}
+
+
+def test_every_subcommand_dispatches_to_its_function():
+    parser = make_parser()
+    (commands,) = [action for action in parser._actions if action.choices and action.dest == "command"]
+    assert set(commands.choices) == set(COMMAND_LINES)
+    for name, (argv, func) in COMMAND_LINES.items():
+        args = parser.parse_args(argv)
+        assert args.command == name
+        module, _, function = func.rpartition(".")
+        assert args.func is getattr(importlib.import_module(module), function), name
+
+
+@pytest.mark.parametrize("command", ["run", "predict", "serve"])
+def test_commands_share_the_overrides_option(command):
+    argv = COMMAND_LINES[command][0] + ["--set", "training.epochs=2", "--set", "serving.max_instances=8"]
+    args = make_parser().parse_args(argv)
+    assert args.set == ["training.epochs=2", "serving.max_instances=8"]
+    dataset = configs.dataset_of(args)
+    assert (dataset.training.epochs, dataset.serving.max_instances) == (2, 8)
+
+
+def test_predict_and_serve_find_the_serving_directory_the_pipeline_pushes_to(tmp_path, monkeypatch, capsys):
+    from pipeline import predict, serve
+
+    out = tmp_path / "out"
+    argv = ["--dataset", "imdb", "--output-dir", str(out), "--set", "training.epochs=2"]
+    pushed_to = configs.PipelineConfig(dataset=configs.with_overrides(configs.IMDB, {"training.epochs": "2"}),
+                                       input_path=tmp_path / "data.csv", output_dir=out).serving_dir
+    assert pushed_to == out / "serving" / "sentiment-imdb"
+    assert configs.serving_dir_of(make_parser().parse_args(["predict", "x", *argv])) == pushed_to
+
+    # predict: no version pushed there yet, and it says where it looked.
+    assert predict.predict_command(make_parser().parse_args(["predict", "a text", *argv])) == 1
+    assert f"no SavedModel and no pushed version under {pushed_to}" in capsys.readouterr().err
+    # A bad override is an error, not a default directory.
+    assert predict.predict_command(make_parser().parse_args(["predict", "a text", "--set", "training.epoch=2"])) == 2
+    assert "unknown config field 'training.epoch'" in capsys.readouterr().err
+
+    class Opened(Exception):
+        pass
+
+    opened = []
+
+    def repository(base, poll_seconds):
+        opened.append((base, poll_seconds))
+        raise Opened
+
+    monkeypatch.setattr(serve, "ModelRepository", repository)
+    with pytest.raises(Opened):
+        serve.serve_command(make_parser().parse_args(["serve", *argv, "--set", "serving.poll_seconds=7"]))
+    assert opened[-1] == (pushed_to, 7.0)
+    # --model-base-dir still wins.
+    with pytest.raises(Opened):
+        serve.serve_command(make_parser().parse_args(["serve", *argv, "--model-base-dir", str(tmp_path / "elsewhere")]))
+    assert opened[-1][0] == tmp_path / "elsewhere"
+    assert serve.serve_command(make_parser().parse_args(["serve", "--set", "serving.poll_second=1"])) == 2
+    assert "unknown config field 'serving.poll_second'" in capsys.readouterr().err
 
 
 def test_example_gen_fingerprint_follows_the_parsing_code(tmp_path, monkeypatch):
