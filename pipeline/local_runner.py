@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import fcntl
 import os
+import sys
 import tempfile
 import time
 import traceback
@@ -19,37 +20,37 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from pathlib import Path  # noqa: E402
 
-from absl import logging  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
+from pipeline import configs, console, metadata_store, run_summary  # noqa: E402
 
-from components.review_example_gen import EmptySplitError, RowRejectedError  # noqa: E402
-from components.review_sources import SourceFormatError  # noqa: E402
-from components.validation_gate import DataValidationError  # noqa: E402
-from pipeline import configs, metadata_store, run_summary  # noqa: E402
-from pipeline.pipeline import create_pipeline  # noqa: E402
+# TFX, TensorFlow and the components are imported by `run`, once the console sends
+# their import-time output to the run's log (and TensorFlow's C++ log level is set).
 
-# Failures caused by the data, reported as such rather than as a traceback.
-DATA_ERRORS = (DataValidationError, EmptySplitError, RowRejectedError, SourceFormatError)
+def data_errors() -> tuple[type[BaseException], ...]:
+    """Failures caused by the data, reported as such rather than as a traceback."""
+    from components.review_example_gen import EmptySplitError, RowRejectedError
+    from components.review_sources import SourceFormatError
+    from components.validation_gate import DataValidationError
+
+    return (DataValidationError, EmptySplitError, RowRejectedError, SourceFormatError)
 
 
-class _NamedRunDagRunner(tfx.orchestration.LocalDagRunner):
+def _named_run_dag_runner(run_id: str):
     """LocalDagRunner with the run id chosen by the caller, who then summarizes that run.
 
     TFX picks the id inside `run_with_ir`; with one store shared by several runs,
     "the newest run of this pipeline" may be another process's run.
     """
+    from tfx import v1 as tfx
+    from tfx.dsl.compiler import constants
+    from tfx.orchestration.portable import runtime_parameter_utils
 
-    def __init__(self, run_id: str):
-        super().__init__()
-        self.run_id = run_id
+    class NamedRunDagRunner(tfx.orchestration.LocalDagRunner):
+        def run_with_ir(self, pipeline, run_options=None):
+            runtime_parameter_utils.substitute_runtime_parameter(
+                pipeline, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
+            return super().run_with_ir(pipeline, run_options)
 
-    def run_with_ir(self, pipeline, run_options=None):
-        from tfx.dsl.compiler import constants
-        from tfx.orchestration.portable import runtime_parameter_utils
-
-        runtime_parameter_utils.substitute_runtime_parameter(
-            pipeline, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: self.run_id})
-        return super().run_with_ir(pipeline, run_options)
+    return NamedRunDagRunner()
 
 
 class PipelineFailed(RuntimeError):
@@ -172,18 +173,23 @@ def explain_failure(config: configs.PipelineConfig, error: BaseException, run_id
 
 
 def _data_error_in(error: BaseException) -> BaseException | None:
-    return next((e for e in _chain(error) if isinstance(e, DATA_ERRORS)), None)
+    return next((e for e in _chain(error) if isinstance(e, data_errors())), None)
 
 
 def run(config: configs.PipelineConfig, verbose: bool = False) -> run_summary.RunSummary:
     """Runs every component, then returns (and writes) the run summary.
 
-    Raises PipelineFailed with one paragraph (what, where, what to do) for
-    every failure; the traceback goes to a log file it names (and to stderr
-    with `verbose`).
+    The console gets a line per component start and end (and per Trainer
+    epoch), then the summary; everything else goes to a log file under the
+    pipeline root (`pipeline/console.py`), streamed to the console too with
+    `verbose`. Raises PipelineFailed with one paragraph (what, where, what to
+    do) and the log's path for every failure; the traceback is in that log
+    (and on stderr with `verbose`).
     """
+    console.quiet_tensorflow(verbose)
     # TFX's own format; unique per store as long as two runs do not start in the same microsecond.
     run_id = datetime.datetime.now().isoformat()
+    session = None
     try:
         config.lock_path.parent.mkdir(parents=True, exist_ok=True)
         config.pipeline_root.mkdir(parents=True, exist_ok=True)
@@ -192,27 +198,58 @@ def run(config: configs.PipelineConfig, verbose: bool = False) -> run_summary.Ru
                 metadata_store.connect(config.metadata)  # creates the database on first use
             except metadata_store.MetadataStoreError as error:
                 raise PipelineFailed(f"{error}\nNothing ran; the served model is unchanged.") from None
-            return _run_locked(config, run_id)
-    except (PipelineFailed, RunInProgress):
+            session = console.RunConsole(console.log_path(config.pipeline_root), verbose=verbose,
+                                         figure=lambda component: key_figure(config, run_id, component))
+            if not verbose and _is_the_command_line():
+                console.exit_noise_to_log(session.log_file)
+            with session:
+                return _run_locked(config, run_id, session)
+    except RunInProgress:
         raise
+    except PipelineFailed as failure:
+        if session is None or failure.__cause__ is None:
+            raise
+        log = _log_traceback(config, session, failure.__cause__)
+        raise PipelineFailed(f"{failure}\nLog: {log}") from failure.__cause__
     except Exception as error:
-        log = write_traceback(config, error)
+        log = _log_traceback(config, session, error)
         if verbose:
             traceback.print_exception(type(error), error, error.__traceback__)
         raise PipelineFailed(f"{explain_failure(config, error, run_id)}\nTraceback: {log}") from error
 
 
-def _run_locked(config: configs.PipelineConfig, run_id: str) -> run_summary.RunSummary:
-    metadata = config.metadata.connection_config()
-    print(
+def _is_the_command_line() -> bool:
+    """This process is `python -m pipeline`: it ends after the run."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) == "pipeline.__main__"
+
+
+def _log_traceback(config: configs.PipelineConfig, session: console.RunConsole | None, error: BaseException) -> str:
+    """The traceback, appended to the run's log (or in a file of its own when there is no log yet)."""
+    if session is not None:
+        try:
+            session.append_to_log("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+            return str(session.log_file)
+        except OSError:
+            pass
+    return write_traceback(config, error)
+
+
+def _run_locked(config: configs.PipelineConfig, run_id: str, session: console.RunConsole) -> run_summary.RunSummary:
+    session.print(
         f"Running {config.pipeline_name} on {config.input_path}\n"
-        f"  pipeline root: {config.pipeline_root}\n  metadata:      {config.metadata}",
-        flush=True,
-    )
+        f"  pipeline root: {config.pipeline_root}\n  metadata:      {config.metadata}\n"
+        f"  log:           {session.log_file}" + ("" if session.verbose else " (--verbose to see it here)"))
+    from absl import logging
+
+    from pipeline.pipeline import create_pipeline  # TFX and TensorFlow: their noise goes to the log
+
+    session.adopt_logging()
+    metadata = config.metadata.connection_config()
     logging.set_verbosity(logging.INFO)
     started = time.time()
     try:
-        _NamedRunDagRunner(run_id).run(create_pipeline(config, metadata))
+        _named_run_dag_runner(run_id).run(create_pipeline(config, metadata))
     except Exception as error:
         cause = _data_error_in(error)
         if cause is None:
@@ -231,6 +268,132 @@ def _run_locked(config: configs.PipelineConfig, run_id: str) -> run_summary.RunS
     except Exception:  # the report must not turn a finished run into a failed one
         logging.exception("Writing the run report failed")
     path = run_summary.write_summary(summary, config.pipeline_root)
-    print(summary.format(), flush=True)
-    print(f"Summary written to {path}", flush=True)
+    session.print(summary.format())
+    session.print(f"Summary written to {path}")
     return summary
+
+
+# -- key figures: one short text per component, read back from ML Metadata once it has finished --------
+
+def key_figure(config: configs.PipelineConfig, run_id: str, component: str) -> str | None:
+    """What `component` produced in run `run_id`, in a few words (None when there is nothing to say)."""
+    store = run_summary.open_store(config.metadata)
+    run = store.get_context_by_type_and_name("pipeline_run", run_id)
+    if run is None:
+        return None
+    executions = [e for e in store.get_executions_by_context(run.id)
+                  if run_summary.component_id(store, e) == component]
+    if not executions:
+        return None
+    execution = max(executions, key=lambda e: e.id)
+    outputs = {}
+    for artifact in run_summary._output_artifacts(store, execution.id):
+        outputs.setdefault(run_summary._artifact_type(store, artifact), []).append(artifact)
+    if component.startswith("DataValidationGate"):
+        return _gate_figure(None, outputs)
+    for kind, describe in _FIGURES.items():
+        if kind in outputs:
+            return describe(outputs[kind][0], outputs)
+    return None
+
+
+def _split_counts(uri: str) -> dict[str, int]:
+    import tensorflow as tf
+
+    counts = {}
+    for split in sorted(Path(uri).glob("Split-*")):
+        files = [str(f) for f in split.iterdir() if f.is_file()]
+        counts[split.name[len("Split-"):]] = sum(1 for _ in tf.data.TFRecordDataset(files, "GZIP"))
+    return counts
+
+
+def _examples_figure(artifact, _outputs) -> str | None:
+    props = {key: value.int_value for key, value in artifact.custom_properties.items()
+             if key in run_summary.INGESTION_KEYS}
+    if not props:
+        return None
+    text = f"{props.get('rows_in', '?')} rows in, {props.get('examples_out', '?')} examples out"
+    if props.get("rows_quarantined"):
+        text += f", {props['rows_quarantined']} quarantined"
+    try:
+        split_names = artifact.properties["split_names"].string_value
+        counts = _split_counts(artifact.uri) if split_names else {}
+        if counts and sum(counts.values()) == props.get("examples_out"):
+            text += " (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"
+    except Exception:
+        pass
+    return text
+
+
+def _anomalies_figure(artifact, _outputs) -> str:
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    found = {}
+    for path in sorted(Path(artifact.uri).glob("Split-*/SchemaDiff.pb")):
+        anomalies = anomalies_pb2.Anomalies.FromString(path.read_bytes())
+        found[path.parent.name[len("Split-"):]] = sorted(anomalies.anomaly_info)
+    if (Path(artifact.uri) / "drift.json").exists():
+        return "drift checked"
+    if not any(found.values()):
+        return "no anomalies"
+    return "anomalies: " + "; ".join(f"{split}: {', '.join(features)}" for split, features in found.items() if features)
+
+
+def _gate_figure(_artifact, outputs) -> str:
+    return "data passed the gate"
+
+
+def _vocabulary_figure(artifact, _outputs) -> str | None:
+    from models import features
+
+    path = Path(artifact.uri) / "transform_fn" / "assets" / features.VOCABULARY_NAME
+    if not path.exists():
+        return None
+    with path.open("rb") as f:
+        return f"vocabulary of {sum(1 for _ in f)} tokens"
+
+
+def _trainer_figure(artifact, _outputs) -> str | None:
+    history = run_summary._read_json(Path(artifact.uri) / "history.json") or {}
+    epochs = history.get("epochs_run")
+    if not epochs:
+        return None
+    return f"{len(epochs)} epoch(s)" + (", warm start" if history.get("warm_start") else "")
+
+
+def _evaluation_figure(artifact, outputs) -> str:
+    blessing = outputs.get("ModelBlessing", [None])[0]
+    blessed = blessing is not None and run_summary._custom_int(blessing, "blessed") == 1
+    try:
+        metrics = run_summary.load_metrics(artifact.uri)
+    except Exception:
+        metrics = {}
+    shown = [f"{k} {metrics[k]:.4f}" for k in ("accuracy", "binary_accuracy", "auc", "AUC") if k in metrics]
+    return ", ".join(shown + ["blessed" if blessed else "NOT blessed"])
+
+
+def _infra_figure(artifact, _outputs) -> str:
+    if run_summary._custom_int(artifact, "blessed") == 1:
+        return "serving canaries passed"
+    return "serving canaries FAILED: " + (run_summary._custom_str(artifact, "failures") or "see the log")
+
+
+def _push_figure(artifact, _outputs) -> str:
+    if run_summary._custom_int(artifact, "pushed") == 1:
+        version = run_summary._custom_str(artifact, "pushed_version")
+        return f"pushed version {version}" if version else "pushed"
+    if "already_served_version" in artifact.custom_properties:
+        return f"not pushed: already served as version {run_summary._custom_int(artifact, 'already_served_version')}"
+    return "not pushed"
+
+
+# The output type that says most about each component, in order of preference.
+_FIGURES = {
+    "ModelEvaluation": _evaluation_figure,
+    "PushedModel": _push_figure,
+    "InfraBlessing": _infra_figure,
+    "ModelRun": _trainer_figure,
+    "TransformGraph": _vocabulary_figure,
+    "ExampleAnomalies": _anomalies_figure,
+    "Examples": _examples_figure,
+}
