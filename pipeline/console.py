@@ -40,7 +40,9 @@ _EPOCH = re.compile(r"^Epoch (\d+)/(\d+)$")
 # Keras' verbose=2 line at the end of an epoch: "168/168 - 41s - loss: 0.61 - val_loss: 0.55 - 41s/epoch - ..."
 _EPOCH_END = re.compile(r"^\s*(\d+)/(\d+) - .*?\bloss: ")
 _METRIC = re.compile(r"\b([A-Za-z_][\w]*): (-?[\d.]+(?:e[-+]?\d+)?|nan|inf)\b")
-_KERAS_NOTE = re.compile(r"^(Epoch \d+: early stopping|Restoring model weights from the end of the best epoch: \d+\.)$")
+# Keras' early stopping, said on the Trainer's closing line rather than on lines of their own.
+_EARLY_STOP = re.compile(r"^Epoch (\d+): early stopping$")
+_BEST_EPOCH = re.compile(r"^Restoring model weights from the end of the best epoch: (\d+)\.$")
 # Per epoch: the training loss and the validation metrics, at most this many.
 EPOCH_FIGURES = 4
 
@@ -160,6 +162,7 @@ class ComponentLines(logging.Handler):
         self._task = None
         self._epoch_started = 0.0
         self._epoch = self._epochs = 0
+        self._notes: list[str] = []
         # (component, seconds, state) of every component that ended.
         self.finished: list[tuple[str, float, str]] = []
 
@@ -208,8 +211,13 @@ class ComponentLines(logging.Handler):
         if match and self._epochs:
             self._epoch_end(message)
             return
-        if _KERAS_NOTE.match(message):
-            self.line(f"{'':<26} {message}")
+        match = _EARLY_STOP.match(message)
+        if match:
+            self._notes.append(f"stopped early after epoch {match.group(1)}")
+            return
+        match = _BEST_EPOCH.match(message)
+        if match:
+            self._notes.append(f"weights of epoch {match.group(1)} kept")
 
     def _epoch_end(self, message: str) -> None:
         figures = dict(_METRIC.findall(message.split(" - ", 2)[-1]))
@@ -231,6 +239,7 @@ class ComponentLines(logging.Handler):
         self.running, self._started, self._cached = name, self._clock(), False
         self._epoch = self._epochs = 0
         self._epoch_started = 0.0
+        self._notes = []
         self.line(f"{name:<26} started")
         if self._progress is not None:
             self._task = self._progress.add_task(name, total=None)
@@ -247,6 +256,8 @@ class ComponentLines(logging.Handler):
                 figure = self._figure(name)
             except Exception as error:  # a figure is a nicety; its absence is logged, not fatal
                 logging.getLogger(__name__).info("No key figure for %s: %s", name, error)
+        if self._notes:
+            figure = "; ".join(([figure] if figure else []) + self._notes)
         self.running = None
         self.finished.append((name, seconds, "cached" if cached else state))
         verb = "done" if state == "done" else state

@@ -148,7 +148,7 @@ def test_each_component_start_and_end_is_one_line_with_its_wall_time_and_figure(
 
 def test_each_trainer_epoch_is_one_line_with_loss_and_validation_metrics():
     lines, clock = [], _Clock()
-    handler = console.ComponentLines(lines.append, clock=clock)
+    handler = console.ComponentLines(lines.append, figure=lambda name: "2 epoch(s)", clock=clock)
     handler.handle(_record("Component %s is running.", "Trainer"))
     for epoch in (1, 2):
         handler.handle(_record(f"Epoch {epoch}/15"))
@@ -156,13 +156,14 @@ def test_each_trainer_epoch_is_one_line_with_loss_and_validation_metrics():
         handler.handle(_record("134/134 - 23s - loss: 0.5647 - accuracy: 0.7194 - auc: 0.7910 - member_loss: 0.5960 - "
                                "val_loss: 0.5581 - val_accuracy: 0.7353 - val_auc: 0.8140 - 23s/epoch - 173ms/step\n"))
     handler.handle(_record("Epoch 2: early stopping"))
+    handler.handle(_record("Restoring model weights from the end of the best epoch: 1."))
     handler.handle(_record("Component %s is finished.", "Trainer"))
     texts = [line.split("] ", 1)[1].strip() for line in lines]
     assert texts[1] == "epoch  1/15: loss 0.5647, val_loss 0.5581, val_accuracy 0.7353, val_auc 0.8140 (23.0 s)"
     assert texts[2].startswith("epoch  2/15: loss 0.5647")
-    assert texts[3] == "Epoch 2: early stopping"
-    assert texts[4].startswith("Trainer") and "done in 46.0 s" in texts[4]
-    assert len(lines) == 5
+    assert texts[3] == (f"{'Trainer':<26} done in 46.0 s: 2 epoch(s); stopped early after epoch 2; "
+                        "weights of epoch 1 kept")
+    assert len(lines) == 4
 
 
 def test_a_component_that_never_finishes_is_reported_failed():
