@@ -15,9 +15,9 @@ import tensorflow_model_analysis as tfma  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 from tfx.proto import transform_pb2  # noqa: E402
 
+from components.drift_check import SpanDriftCheck  # noqa: E402
 from components.infra_validator import InfraValidator  # noqa: E402
 from components.review_example_gen import LENGTH_BUCKET, SOURCE, SPAN_PATTERN, SPLITS, ReviewExampleGen  # noqa: E402
-from components.drift_check import SpanDriftCheck  # noqa: E402
 from components.validation_gate import DataValidationGate  # noqa: E402
 from components.versioned_pusher import VersionedPusher  # noqa: E402
 from models import features  # noqa: E402
@@ -74,7 +74,8 @@ def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
                     tfma.MetricConfig(
                         class_name="BinaryAccuracy",
                         per_slice_thresholds=[
-                            tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=accuracy_threshold)
+                            tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
+                                                         threshold=accuracy_threshold)
                         ],
                     ),
                     tfma.MetricConfig(

@@ -774,8 +774,10 @@ def add_parser(commands) -> None:
                         "(PredictionService, ModelService; default: config serving.grpc_port, 8500, or any free "
                         "port with --port 0; 0 turns gRPC off; 'any' = any free port); as many threads as --threads")
     parser.add_argument("--threads", type=int, default=4, help="worker threads")
-    parser.add_argument("--max-instances", type=int, help="instances per request (default: config serving.max_instances)")
-    parser.add_argument("--max-body-bytes", type=int, help="request body limit (default: config serving.max_body_bytes)")
+    parser.add_argument("--max-instances", type=int,
+                        help="instances per request (default: config serving.max_instances)")
+    parser.add_argument("--max-body-bytes", type=int,
+                        help="request body limit (default: config serving.max_body_bytes)")
     parser.add_argument("--poll-seconds", type=float, help="how often to look for new versions")
     parser.add_argument("--log-requests", metavar="DIR", help="write answered requests as JSON lines to DIR "
                         "(for `python -m pipeline monitor`; file size, file count and queue limits: config "

@@ -76,7 +76,7 @@ def run_transform(texts, labels, vocab_size, max_len, output_dir, token_level="w
         features.LABEL: tf.io.FixedLenFeature([1], tf.int64),
     }
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_spec))
-    rows = [{features.TEXT: [t.encode()], features.LABEL: [l]} for t, l in zip(texts, labels)]
+    rows = [{features.TEXT: [text.encode()], features.LABEL: [label]} for text, label in zip(texts, labels)]
     fn = preprocessing.build_preprocessing_fn(vocab_size=vocab_size, max_len=max_len, token_level=token_level,
                                               pretrained_words=pretrained_words)
     with tft_beam.Context(temp_dir=tempfile.mkdtemp(dir=output_dir), force_tf_compat_v1=False):

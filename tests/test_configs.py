@@ -4,6 +4,7 @@ rebuilds from custom_config; the command line's dispatch and shared options."""
 import dataclasses
 import importlib
 import json
+
 import pytest
 
 from pipeline import configs
@@ -79,7 +80,8 @@ def test_pretrained_vocabulary_needs_pretrained_vectors():
     with pytest.raises(ValueError, match="polarity: pretrained_vocabulary=1000 needs model.pretrained_embeddings"):
         configs.with_overrides(configs.POLARITY, {"model.pretrained_embeddings": "", "pretrained_vocabulary": "1000"})
     with pytest.raises(ValueError, match="pretrained_vocabulary=100000 needs model.pretrained_embeddings"):
-        dataclasses.replace(configs.POLARITY, model=dataclasses.replace(configs.POLARITY.model, pretrained_embeddings=""))
+        dataclasses.replace(configs.POLARITY,
+                            model=dataclasses.replace(configs.POLARITY.model, pretrained_embeddings=""))
     with pytest.raises(ValueError, match="pretrained_vocabulary=5 needs model.pretrained_embeddings"):
         configs.TrainerConfig.from_custom_config({"pretrained_vocabulary": 5, "vocab_size": 100})
 
@@ -147,7 +149,8 @@ def test_a_partial_custom_config_takes_the_config_defaults_once():
 COMMAND_LINES = {
     "run": (["run"], "pipeline.__main__.run_command"),
     "compile": (["compile", "--target", "kubeflow", "--image", "i:1", "--pipeline-root", "gs://b/p",
-                 "--data-root", "gs://b/d", "--serving-root", "gs://b/s"], "pipeline.kubeflow_v2_runner.compile_command"),
+                 "--data-root", "gs://b/d", "--serving-root", "gs://b/s"],
+                "pipeline.kubeflow_v2_runner.compile_command"),
     "predict": (["predict", "a text"], "pipeline.predict.predict_command"),
     "serve": (["serve"], "pipeline.serve.serve_command"),
     "monitor": (["monitor"], "pipeline.monitor.monitor_command"),

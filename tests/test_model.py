@@ -7,9 +7,8 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from models import features, naive_bayes
+from models import features, naive_bayes, trainer
 from models import model as model_lib
-from models import trainer
 from pipeline import predict
 from tests.helpers import TINY_LABELS, TINY_TEXTS
 

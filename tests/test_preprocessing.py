@@ -1,6 +1,5 @@
 """The Transform graph: tokens, vocabulary ids, padding and lengths."""
 
-import numpy as np
 import tensorflow as tf
 
 from models import features, preprocessing
