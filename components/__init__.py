@@ -1,0 +1,6 @@
+"""The pipeline's custom TFX components and their readers."""
+
+import os
+
+# tf.Transform needs Keras 2 (tf-keras): set before any module of this package loads TensorFlow.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

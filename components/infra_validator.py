@@ -111,7 +111,6 @@ def _check_one(name: str, text: str, out: dict[str, Any], failures: list[str]) -
 
 def run_canaries(model_dir: str, latency_budget_ms: float) -> dict[str, Any]:
     """Loads the model in this process and checks it; returns the result (JSON-serializable)."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import numpy as np
     import tensorflow as tf
 
@@ -202,7 +201,7 @@ def _child_main(argv: list[str] | None = None) -> int:
 def validate_model(model_dir: str, result_json: str, latency_budget_ms: float = 2000.0,
                    timeout_s: float = 600.0) -> dict[str, Any]:
     """Runs the canaries in a separate Python process; a crash or hang is a failure."""
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     cmd = [sys.executable, "-m", "components.infra_validator", model_dir, result_json,
            "--latency-budget-ms", str(latency_budget_ms)]
     if os.path.exists(result_json):

@@ -54,7 +54,7 @@ CODE_FINGERPRINT = "code_fingerprint"
 # Data that arrives in spans: <input>/span-1/, span-2/, ..., each holding any
 # source the readers accept. TFX's file-based driver picks the newest span (or
 # the one a RangeConfig names) and records it on the Examples artifact.
-SPAN_FOLDER_PREFIX = "span-"
+SPAN_FOLDER_PREFIX = features.SPAN_FOLDER_PREFIX
 SPAN_PATTERN = SPAN_FOLDER_PREFIX + "{SPAN}/*"
 
 

@@ -11,12 +11,8 @@ layer, so the exported model, its signatures and the per-token trajectory
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
 LOGIT_LAYER = "logit_dense"
 

@@ -10,6 +10,8 @@ LABEL = "label"
 ID = "id"  # "<file>:<line>", traces an example to its source; not a model input.
 NUM_CHARS = "num_chars"  # characters of the stripped text; lets the schema bound length.
 RATING = "rating"  # the star rating, where the source has one (IMDB); not a model input.
+# Inputs that arrive in spans are folders <input>/span-<N>/ (ExampleGen's {SPAN} pattern).
+SPAN_FOLDER_PREFIX = "span-"
 
 # Transformed features, as Transform writes them.
 TOKEN_IDS = "token_ids"  # int64[max_len]: vocabulary ids, 0 = padding.

@@ -21,14 +21,10 @@ the mean of each of these.
 
 from __future__ import annotations
 
-import os
+import numpy as np
+import tensorflow as tf
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from models import features, optimization  # noqa: E402
+from models import features, optimization
 
 LOGIT = "logit"
 MEMBER = "member"  # ensemble members are sub-models member_0, member_1, ...

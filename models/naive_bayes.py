@@ -18,15 +18,11 @@ model's trajectory.
 
 from __future__ import annotations
 
-import os
+import numpy as np
+import tensorflow as tf
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from models import calibration, features  # noqa: E402
-from models import model as model_lib  # noqa: E402
+from models import calibration, features
+from models import model as model_lib
 
 MAX_ORDER = 3
 SMOOTHING = 1.0  # alpha of Wang & Manning; chosen on polarity validation accuracy (README)

@@ -20,11 +20,8 @@ variables when training ends (`finalize_variable_values`).
 from __future__ import annotations
 
 import contextlib
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 
 class FusedAdam(tf.keras.optimizers.Adam):

@@ -6,15 +6,11 @@ disagree on it: the exported model carries this graph and takes raw strings.
 
 from __future__ import annotations
 
-import os
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-
-from models import embeddings, features  # noqa: E402
+from models import embeddings, features
 
 # IMDB reviews carry HTML line breaks ("<br />", "<br/>", "<br>").
 _HTML_BREAK = r"<br\s*/?>"

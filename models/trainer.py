@@ -14,15 +14,13 @@ import json
 import os
 from typing import Any, Mapping
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow as tf
+import tensorflow_transform as tft
+from absl import logging
 
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-from absl import logging  # noqa: E402
-
-from models import calibration, embeddings, features, naive_bayes, optimization, warm_start  # noqa: E402
-from models import model as model_lib  # noqa: E402
-from pipeline import configs  # noqa: E402
+from models import calibration, embeddings, features, naive_bayes, optimization, warm_start
+from models import model as model_lib
+from pipeline import configs
 
 HISTORY_FILE = "history.json"
 # Under <pipeline root>/Trainer: per-epoch checkpoints of unfinished trainings.

@@ -72,8 +72,8 @@ def make_parser() -> argparse.ArgumentParser:
                      "instead of failing the run")
     run.add_argument("--allow-anomaly", action="append", metavar="FEATURE[:ANOMALY_TYPE]",
                      help="accept a data anomaly on purpose, e.g. num_chars or num_chars:INT_TYPE_BIG_INT")
-    run.add_argument("--verbose", action="store_true", help="print the traceback of a failure too "
-                     "(it is always written to a log file under the pipeline root)")
+    run.add_argument("--verbose", action="store_true", help="also stream the run's log (absl, TensorFlow, Beam, "
+                     "Keras; always written to <pipeline root>/logs/) and TensorFlow's C++ INFO lines")
     run.add_argument("--beam-profile", choices=sorted(runner_profiles.PROFILES),
                      help="where the Beam work runs (pipeline/runner_profiles.py); "
                      "default: configs.DEFAULT_BEAM_ARGS, i.e. " + runner_profiles.DEFAULT_PROFILE)
@@ -109,6 +109,21 @@ def make_parser() -> argparse.ArgumentParser:
 
 def run_command(args: argparse.Namespace) -> int:
     """`run`: the pipeline on the local runner."""
+    from pipeline import console
+
+    with console.startup_output(args.verbose):  # import-time noise waits for the run's log
+        config = _run_config(args)
+        from pipeline import local_runner  # heavy imports only once the arguments are valid
+
+    try:
+        local_runner.run(config, verbose=args.verbose)
+    except (local_runner.PipelineFailed, local_runner.RunInProgress) as failure:
+        print(f"\n{failure}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _run_config(args: argparse.Namespace) -> configs.PipelineConfig:
     config = build_config(args)
     if args.beam_profile or args.beam_option:
         try:
@@ -121,14 +136,7 @@ def run_command(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, beam_args=beam_args)
     for name, value in configs.tf_thread_environment(config.dataset.training).items():
         os.environ.setdefault(name, value)  # TensorFlow reads these once, at start
-    from pipeline import local_runner  # heavy imports only once the arguments are valid
-
-    try:
-        local_runner.run(config, verbose=args.verbose)
-    except (local_runner.PipelineFailed, local_runner.RunInProgress) as failure:
-        print(f"\n{failure}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,5 +145,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     sys.exit(main())

@@ -50,12 +50,10 @@ import functools
 import os
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
-from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig  # noqa: E402
-
-from pipeline import airflow_launch, configs, data_sources, metadata_store, runner_profiles  # noqa: E402
-from pipeline.pipeline import create_pipeline  # noqa: E402
+from pipeline import airflow_launch, configs, data_sources, metadata_store, runner_profiles
+from pipeline.pipeline import create_pipeline
 
 DATASETS_ENV = "SENTIMENT_DATASETS"
 RETRIES_ENV = "SENTIMENT_AIRFLOW_RETRIES"

@@ -64,8 +64,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
 PIPELINE_DIR = "pipeline"
 METADATA_FILE = "metadata.sqlite"
 MODELS_DIR = "models"
@@ -488,8 +486,7 @@ def score_command(args) -> int:
     if args.model_base_dir:
         base = Path(args.model_base_dir).expanduser().resolve()
     else:
-        output_dir = Path(args.output_dir).resolve() if args.output_dir else configs.default_output_dir()
-        base = output_dir / "serving" / f"sentiment-{args.dataset}"
+        base = configs.DATASETS[args.dataset].serving_dir(configs.output_dir_of(args.output_dir))
     if args.verbose:
         from absl import logging
 

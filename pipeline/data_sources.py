@@ -99,7 +99,7 @@ def resolve_input(
 
 def span_numbers(path: str | os.PathLike) -> list[int]:
     """The spans of an input laid out as <path>/span-<N>/ folders (empty for any other input)."""
-    from components.review_example_gen import SPAN_FOLDER_PREFIX
+    from models.features import SPAN_FOLDER_PREFIX  # not components.review_example_gen: that loads TensorFlow
 
     path = Path(path)
     if not path.is_dir():

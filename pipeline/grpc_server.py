@@ -55,15 +55,12 @@ requests share its batches; without one, a direct call of the serving signature.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from concurrent import futures
 from pathlib import Path
 from typing import Any, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import grpc  # noqa: E402
+import grpc
 
 log = logging.getLogger("sentiment.serve.grpc")
 

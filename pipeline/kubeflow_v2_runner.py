@@ -33,9 +33,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-from pipeline import configs, runner_profiles  # noqa: E402
+from pipeline import configs, runner_profiles
 
 # Where the Dockerfile copies (and installs) this project inside the image.
 IMAGE_PROJECT_ROOT = "/pipeline"
@@ -244,7 +242,7 @@ def add_compile_parser(commands) -> None:
     parser.add_argument("--output", help="spec file to write: .json (PipelineJob, for Vertex AI and KFP) or "
                         ".yaml (PipelineSpec); default outputs/kubeflow/sentiment-<dataset>.json")
     parser.add_argument("--dataset", choices=sorted(configs.DATASETS), default=configs.DEFAULT_DATASET)
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dataset config field")
+    configs.add_overrides_option(parser)
     parser.add_argument("--pipeline-root", required=True,
                         help="where runs write artifacts, e.g. gs://BUCKET/pipelines (the pipeline name is appended)")
     parser.add_argument("--data-root", required=True,
@@ -271,15 +269,8 @@ def compile_command(args) -> int:
             "TFX's protobuf pin).\n"
             "  Run: bash scripts/setup_kfp_venv.sh && .venv-kfp/bin/python -m pipeline compile ..."
         ) from None
-    dataset = configs.DATASETS[args.dataset]
-    overrides = {}
-    for pair in args.set or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
-        overrides[key.strip()] = value.strip()
     try:
-        dataset = configs.with_overrides(dataset, overrides)
+        dataset = configs.dataset_of(args)
         beam_options = runner_profiles.parse_options(args.beam_option)
         runner_profiles.beam_pipeline_args(args.beam_profile, beam_options)  # fail fast on a bad profile
     except ValueError as error:

@@ -552,9 +552,9 @@ def _lineage_for(args) -> dict[str, Any]:
     from pipeline import configs, metadata_store, run_summary, serve
 
     dataset = configs.DATASETS[args.dataset]
-    output_dir = Path(args.output_dir).resolve() if args.output_dir else configs.default_output_dir()
-    pipeline_name = f"sentiment-{dataset.name}"
-    serving_dir = output_dir / "serving" / pipeline_name
+    output_dir = configs.output_dir_of(args.output_dir)
+    pipeline_name = dataset.pipeline_name
+    serving_dir = dataset.serving_dir(output_dir)
     versions = serve.versions_on_disk(serving_dir)
     if not versions:
         raise LineageError(f"no served model version under {serving_dir}; give the --output-dir of the run")

@@ -15,12 +15,9 @@ import sys
 import tempfile
 import time
 import traceback
+from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-from pathlib import Path  # noqa: E402
-
-from pipeline import configs, console, metadata_store, run_summary  # noqa: E402
+from pipeline import configs, console, metadata_store, run_summary
 
 # TFX, TensorFlow and the components are imported by `run`, once the console sends
 # their import-time output to the run's log (and TensorFlow's C++ log level is set).

@@ -58,8 +58,6 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
 EXIT_OK, EXIT_FINDINGS, EXIT_NO_VERDICT = 0, 1, 2
 
 NUM_CHARS, OOV_SHARE, PROBABILITY, PREDICTED_LABEL = "num_chars", "oov_share", "probability", "predicted_label"
@@ -751,15 +749,15 @@ def _run_command(args) -> Outcome:
     from pipeline import configs
 
     try:
-        dataset = configs.with_overrides(configs.DATASETS[args.dataset], configs.parse_overrides(args.set or []))
+        dataset = configs.dataset_of(args)
     except ValueError as error:
         raise MonitorError(str(error)) from None
     monitoring = dataset.monitoring
     if monitoring.min_requests < 1 or monitoring.reference_examples < 1:
         raise MonitorError("monitoring.min_requests and monitoring.reference_examples must be at least 1")
-    output_dir = Path(args.output_dir).resolve() if args.output_dir else configs.default_output_dir()
-    pipeline_name = f"sentiment-{dataset.name}"
-    serving_dir = Path(args.model_base_dir).resolve() if args.model_base_dir else output_dir / "serving" / pipeline_name
+    output_dir = configs.output_dir_of(args.output_dir)
+    pipeline_name = dataset.pipeline_name
+    serving_dir = Path(args.model_base_dir).resolve() if args.model_base_dir else dataset.serving_dir(output_dir)
     log_dirs = [Path(p) for p in (args.log_dir or [output_dir / "requests" / pipeline_name])]
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
@@ -820,5 +818,4 @@ def add_parser(commands) -> None:
                         "(default: <output-dir>/monitoring/sentiment-<dataset>)")
     parser.add_argument("--reference-data", metavar="FILE", help="score these texts (CSV/TSV[.gz] with a text "
                         "column, or JSON lines) as the reference instead of the eval split found in ML Metadata")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a config field, e.g. monitoring.num_chars_jsd=0.2 or monitoring.min_requests=50")
+    configs.add_overrides_option(parser)  # e.g. monitoring.num_chars_jsd=0.2 or monitoring.min_requests=50

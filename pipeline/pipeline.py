@@ -7,21 +7,18 @@ of components is built here once.
 from __future__ import annotations
 
 import json
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.proto import transform_pb2
 
-import tensorflow_model_analysis as tfma  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-from tfx.proto import transform_pb2  # noqa: E402
-
-from components.drift_check import SpanDriftCheck  # noqa: E402
-from components.infra_validator import InfraValidator  # noqa: E402
-from components.review_example_gen import LENGTH_BUCKET, SOURCE, SPAN_PATTERN, SPLITS, ReviewExampleGen  # noqa: E402
-from components.validation_gate import DataValidationGate  # noqa: E402
-from components.versioned_pusher import VersionedPusher  # noqa: E402
-from models import features  # noqa: E402
-from pipeline import configs  # noqa: E402
+from components.drift_check import SpanDriftCheck
+from components.infra_validator import InfraValidator
+from components.review_example_gen import LENGTH_BUCKET, SOURCE, SPAN_PATTERN, SPLITS, ReviewExampleGen
+from components.validation_gate import DataValidationGate
+from components.versioned_pusher import VersionedPusher
+from models import features
+from pipeline import configs
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"

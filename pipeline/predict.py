@@ -10,12 +10,9 @@ whole trajectory in the same pass as the prediction (one call for all texts).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 SERVING_SIGNATURE = "serving_default"
 

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import subprocess
-import logging
 import tempfile
 from pathlib import Path
 from typing import Any
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 REPORT_DIR = "report"
 REPORT_FILE = "index.html"

@@ -86,13 +86,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import orjson
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
 
-import orjson  # noqa: E402
-from flask import Flask, jsonify, request  # noqa: E402
-from werkzeug.exceptions import HTTPException  # noqa: E402
-
-from models import features  # noqa: E402
+from models import features
 
 log = logging.getLogger("sentiment.serve")
 
