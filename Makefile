@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: pipeline pipeline-imdb test test-unit test-faults venv lock clean
+.PHONY: pipeline pipeline-imdb test test-unit test-faults lint venv lock clean
 
 $(STAMP): requirements.lock setup.py scripts/setup_venv.sh
 	bash scripts/setup_venv.sh
@@ -25,6 +25,10 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e" tests
+
+# ruff (pyproject.toml): pyflakes, pycodestyle, import order, bugbear. `.ci/run` runs it.
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 # The fault suite alone (also part of `make test`): kills, full/read-only disk, corrupt cache, concurrent runs.
 test-faults: $(STAMP)

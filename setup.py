@@ -12,9 +12,9 @@ setup(
     description="TFX pipeline for many-to-one RNN sentiment classification",
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*", "models", "models.*"]),
-    package_data={"": ["*.pbtxt"]},
+    package_data={"": ["*.pbtxt"], "pipeline": ["templates/*.html"]},
     install_requires=["tfx==1.16.0", "apache-beam[gcp]==2.59.0", "matplotlib>=3.8,<4"],
     # The HTTP server is optional so that Airflow 2 workers (Flask 2) can install the package.
-    extras_require={"serve": ["Flask>=3.1,<4", "waitress>=3,<4"], "test": ["pytest"]},
+    extras_require={"serve": ["Flask>=3.1,<4", "waitress>=3,<4"], "test": ["pytest", "ruff"]},
     entry_points={"console_scripts": ["sentiment-pipeline=pipeline.__main__:main"]},
 )

@@ -185,8 +185,8 @@ def test_airflow_runs_the_dag_end_to_end(airflow_env):
     started = time.time()
     init = _airflow(airflow_env, "db", "init", timeout=300)
     assert init.returncode == 0, init.stderr[-3000:]
-    run = _airflow(airflow_env, "dags", "test", DAG_ID, "2024-01-02", "--subdir", airflow_env["AIRFLOW__CORE__DAGS_FOLDER"],
-                   timeout=1500)
+    run = _airflow(airflow_env, "dags", "test", DAG_ID, "2024-01-02",
+                   "--subdir", airflow_env["AIRFLOW__CORE__DAGS_FOLDER"], timeout=1500)
     log = run.stdout[-4000:] + run.stderr[-8000:]
     assert run.returncode == 0, log
     print(f"airflow dags test: {time.time() - started:.0f} s")

@@ -255,7 +255,8 @@ def test_serve_command_line_sets_the_batching_parameters():
 # --- REST, with a fake model (no TensorFlow model needed)
 
 
-def _app(tmp_path, run, parameters=batching.BatchingParameters(), request_logger=None):
+def _app(tmp_path, run, parameters=None, request_logger=None):
+    parameters = batching.BatchingParameters() if parameters is None else parameters
     base = tmp_path / NAME
     (base / "100").mkdir(parents=True)
     repository = serve.ModelRepository(base, loader=lambda path: 100, warm_up_fn=lambda signature, path: 0)

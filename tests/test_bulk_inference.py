@@ -150,7 +150,8 @@ def test_missing_model_is_a_clear_error(tmp_path, fake_versions, capsys):
     args = ["score", "--dataset", "polarity", "--input", str(reviews), "--out", str(tmp_path / "out")]
     assert main([*args, "--output-dir", str(tmp_path / "nothing-trained")]) == 1
     err = capsys.readouterr().err
-    assert "no pushed model under" in err and str(tmp_path / "nothing-trained" / "serving" / "sentiment-polarity") in err
+    assert "no pushed model under" in err
+    assert str(tmp_path / "nothing-trained" / "serving" / "sentiment-polarity") in err
     assert main([*args, "--model-base-dir", str(fake_versions), "--version", "7"]) == 1
     err = capsys.readouterr().err
     assert "version 7 is not under" in err and "(pushed: 100, 200)" in err

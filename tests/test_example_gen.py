@@ -167,7 +167,8 @@ def test_aclimdb_files_in_a_subfolder_of_a_labelled_folder_are_rejected_not_drop
     rows = list(sources.read(path))
     assert sources.count_rows(rows) == (4, 1)
     [rejected] = [r for r in rows if isinstance(r, sources.Rejected)]
-    assert rejected == sources.Rejected(prefix + "train/pos/extra/4_7.txt", "file name is not <id>_<rating>.txt", "nested")
+    assert rejected == sources.Rejected(prefix + "train/pos/extra/4_7.txt", "file name is not <id>_<rating>.txt",
+                                        "nested")
 
 
 # --- a quoted field longer than the line limit ---------------------------------

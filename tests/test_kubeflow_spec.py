@@ -199,7 +199,7 @@ def test_beam_profile_reaches_every_beam_task(compiled):
 
 def test_dockerfile_builds_on_tfx_and_installs_the_project_where_the_spec_expects_it():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert dockerfile.splitlines()[[l.startswith("FROM") for l in dockerfile.splitlines()].index(True)] == (
+    assert dockerfile.splitlines()[[line.startswith("FROM") for line in dockerfile.splitlines()].index(True)] == (
         "FROM tensorflow/tfx:1.16.0")
     assert f"WORKDIR {kubeflow_v2_runner.IMAGE_PROJECT_ROOT}" in dockerfile
     for directory in ("pipeline/", "components/", "models/", "schema/"):

@@ -134,9 +134,9 @@ def test_exported_model_serves_raw_strings_and_tf_examples(tiny_transform, tmp_p
     examples = [
         tf.train.Example(features=tf.train.Features(feature={
             features.TEXT: tf.train.Feature(bytes_list=tf.train.BytesList(value=[t.encode()])),
-            features.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[l])),
+            features.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
         })).SerializeToString()
-        for t, l in zip(["good", TINY_TEXTS[3]], TINY_LABELS[:2])
+        for t, label in zip(["good", TINY_TEXTS[3]], TINY_LABELS[:2])
     ]
     by_example = loaded.signatures[features.TF_EXAMPLE_SIGNATURE](examples=tf.constant(examples))
     np.testing.assert_allclose(by_example[features.PROBABILITY].numpy(), probability[:2], atol=1e-6)

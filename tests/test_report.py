@@ -133,8 +133,8 @@ def test_page_renders_in_headless_chromium(tmp_path):
     page = report.render(_data(), tmp_path / "report")
     shot = report.screenshot(page, tmp_path / "shot.png", height=2400)
     assert not report.image_is_blank(shot)
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     # The page's images were drawn: the plots' blue bars / curves appear, not just text on white.

@@ -88,7 +88,8 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(server, body,
 
 def test_unknown_model_version_and_endpoint_are_404(server):
     client, _, _ = server
-    assert "unknown model 'other'" in _predict(client, {"instances": ["x"]}, "/v1/models/other:predict").get_json()["error"]
+    answer = _predict(client, {"instances": ["x"]}, "/v1/models/other:predict")
+    assert "unknown model 'other'" in answer.get_json()["error"]
     response = _predict(client, {"instances": ["x"]}, f"/v1/models/{NAME}/versions/7:predict")
     assert response.status_code == 404 and "no version 7" in response.get_json()["error"]
     assert _predict(client, {"instances": ["x"]}, f"/v1/models/{NAME}/versions/x:predict").status_code == 400

@@ -242,8 +242,8 @@ def test_polarity_spans_are_contiguous_line_slices_with_the_original_bytes(polar
     expected_neg = [NEG_LINES[0:2], NEG_LINES[2:4], NEG_LINES[4:5]]
     for number in (1, 2, 3):
         folder = out / f"span-{number}" / "rt-polaritydata"
-        assert (folder / "rt-polarity.pos").read_bytes() == b"".join(l + b"\n" for l in expected_pos[number - 1])
-        assert (folder / "rt-polarity.neg").read_bytes() == b"".join(l + b"\n" for l in expected_neg[number - 1])
+        assert (folder / "rt-polarity.pos").read_bytes() == b"".join(line + b"\n" for line in expected_pos[number - 1])
+        assert (folder / "rt-polarity.neg").read_bytes() == b"".join(line + b"\n" for line in expected_neg[number - 1])
         rows = _reviews(out / f"span-{number}")
         assert collections.Counter(r.label for r in rows) == {1: len(expected_pos[number - 1]),
                                                               0: len(expected_neg[number - 1])}

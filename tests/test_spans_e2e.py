@@ -112,7 +112,8 @@ def test_a_span_with_another_label_balance_is_stopped_before_training(replay):
     skewed = positives + negatives[: len(positives) // 6]  # about 86 % positive
     write_gz_lines(root / "in" / "span-3" / "reviews.csv.gz", [header] + skewed)
     third = _config(root / "in", config.output_dir)
-    with pytest.raises(local_runner.PipelineFailed, match=r"span 3 drifted from span 2(.|\n)*label: COMPARATOR_L_INFTY_HIGH"):
+    drifted = r"span 3 drifted from span 2(.|\n)*label: COMPARATOR_L_INFTY_HIGH"
+    with pytest.raises(local_runner.PipelineFailed, match=drifted):
         local_runner.run(third)
     # Nothing after the gate ran, so the served model and the summary are span 2's.
     assert _summary(third)["span"] == 2

@@ -11,8 +11,8 @@ import tensorflow_data_validation as tfdv
 from google.protobuf import json_format
 from tfx.proto import example_gen_pb2, range_config_pb2
 
-from components import review_example_gen as gen
 from components import drift_check, validation_gate
+from components import review_example_gen as gen
 from pipeline import configs, data_sources
 from pipeline.__main__ import main
 

@@ -24,7 +24,8 @@ def _write_transformed(rows, path):
     with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
         for row in rows:
             feature = {
-                features.TOKEN_IDS: tf.train.Feature(int64_list=tf.train.Int64List(value=list(row[features.TOKEN_IDS]))),
+                features.TOKEN_IDS: tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=list(row[features.TOKEN_IDS]))),
                 features.LENGTH: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(row[features.LENGTH])])),
                 features.TRANSFORMED_LABEL: tf.train.Feature(
                     int64_list=tf.train.Int64List(value=[int(row[features.TRANSFORMED_LABEL])])),
