@@ -214,6 +214,7 @@ def _grpc_client_process(target, name, reviews, count, output_filter, seed, read
 
 
 def _rest_client_process(url, name, reviews, count, output_filter, seed, ready, go, start_at, duration, out):
+    """One REST client process: its own session; a non-200 answer raises (counted as an error, with a sample)."""
     rng = random.Random(seed)
     session = requests.Session()
 
@@ -222,7 +223,9 @@ def _rest_client_process(url, name, reviews, count, output_filter, seed, ready, 
         if output_filter:
             body["output_filter"] = list(output_filter)
         response = session.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=60)
-        return response.status_code == 200 and "predictions" in response.json()
+        if response.status_code != 200:
+            raise requests.HTTPError(f"{response.status_code}: {response.text[:200]}")
+        return len(response.json()["predictions"]) == count
 
     client_loop(call, (requests.RequestException,), ready, go, start_at, duration, out)
 

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,13 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from load_test import SHORT_REVIEWS, client_loop, imdb_reviews, in_process_reviews_per_s, rss_mb  # noqa: E402
+from load_test import (  # noqa: E402
+    _rest_client_process,
+    _run_processes,
+    imdb_reviews,
+    in_process_reviews_per_s,
+    rss_mb,
+)
 
 RESULTS = ROOT / "bench" / "results" / "load_test_rest.json"
 # (load, texts per request, clients, output_filter)
@@ -50,57 +55,9 @@ LOADS = (("batch_32_imdb_reviews", 32, 4, ()), ("single_short_review", 1, 8, ())
 SETTINGS = (("batching_on", ["--batching"]), ("batching_off", ["--no-batching"]))
 
 
-def _texts(rng: random.Random, reviews: list[str], count: int) -> list[str]:
-    if count == 1:
-        return [rng.choice(SHORT_REVIEWS)]
-    return [reviews[rng.randrange(len(reviews))] for _ in range(count)]
-
-
-def _client(url, reviews, count, output_filter, seed, ready, go, start_at, duration, out):
-    """One client process: its own session; latencies of 200 answers, error samples."""
-    rng = random.Random(seed)
-    session = requests.Session()
-
-    def call() -> bool:
-        body = {"instances": _texts(rng, reviews, count)}
-        if output_filter:
-            body["output_filter"] = list(output_filter)
-        response = session.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=60)
-        if response.status_code != 200:
-            raise requests.HTTPError(f"{response.status_code}: {response.text[:200]}")
-        return len(response.json()["predictions"]) == count
-
-    client_loop(call, (requests.RequestException,), ready, go, start_at, duration, out)
-
-
 def run_load(url: str, reviews: list[str], count: int, clients: int, output_filter, duration: float) -> dict:
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    start_at = ctx.Value("d", 0.0)
-    procs = [ctx.Process(target=_client, args=(url, reviews, count, output_filter, 1000 + i, ready, go, start_at,
-                                               duration, out)) for i in range(clients)]
-    for p in procs:
-        p.start()
-    for _ in procs:
-        ready.get(timeout=300)
-    start_at.value = time.monotonic() + 0.2
-    go.set()
-    results = [out.get(timeout=duration + 300) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-    latencies = sorted(x for r in results for x in r["latencies"])
-
-    def pct(p):
-        return round(1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))], 2) if latencies else None
-
-    rate = len(latencies) / duration
-    return {"clients": clients, "texts_per_request": count, "output_filter": list(output_filter),
-            "duration_s": duration, "requests_ok": len(latencies), "errors": sum(r["errors"] for r in results),
-            "error_samples": [s for r in results for s in r["error_samples"]][:5],
-            "requests_per_s": round(rate, 2), "reviews_per_s": round(rate * count, 1),
-            "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
+    """One load from `clients` client processes (load_test's REST client and process runner)."""
+    return _run_processes(_rest_client_process, url, None, reviews, count, output_filter, clients, duration)
 
 
 def start_server(base_dir: Path, name: str, extra: list[str]) -> tuple[subprocess.Popen, str, list[str]]:
