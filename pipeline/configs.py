@@ -342,10 +342,7 @@ POLARITY = DatasetConfig(
     sources=("polarity/rt-polaritydata.tar.gz", "polarity/rt-polaritydata", "polarity/rt-polarity.csv.gz"),
     vocab_size=20_000,
     max_len=64,
-    # The best setting measured (bench/results/train_polarity_glove.json):
-    # GloVe 50-d vectors, fine-tuned, and the 100k most frequent GloVe words in
-    # the vocabulary, since half the test sentences hold a word the 8.5k
-    # training sentences never show.
+    # Half the test sentences hold a word training never shows: add GloVe's 100k words (docs/experiments.md).
     pretrained_vocabulary=100_000,
     model=ModelConfig(
         embedding_dim=50,
@@ -354,20 +351,13 @@ POLARITY = DatasetConfig(
         attention_units=64,
         dense_units=64,
         embedding_dropout=0.4,
-        # Word dropout 0.1: best on validation (0.7902 against 0.7860 without).
+        # Best word dropout on validation (docs/experiments.md).
         token_dropout=0.1,
         dense_dropout=0.5,
-        # Three independently trained members, logits averaged: validation
-        # 0.7914 against 0.7902 for one (bench/results/train_polarity_ensemble3.json),
-        # at about 2.7x the training time and 2.2x the inference time.
+        # Three members, logits averaged: a little more accurate, 2.7x the training time (docs/experiments.md).
         ensemble_size=3,
     ),
-    # Early stopping on validation AUC, and validating and keeping an average
-    # of the weights (decay 0.99, about 100 steps): the best of the variants on
-    # the validation slices. Naive Bayes scores of unigrams and bigrams stacked
-    # with the ensemble's logit: cross-fitted validation accuracy 0.7994 against
-    # 0.7914 for the ensemble alone, seeds 0-4, the same trained ensembles
-    # (bench/results/train_polarity_naive_bayes.json).
+    # AUC early stopping, weight averaging and Naive Bayes stacking: best on validation (docs/experiments.md).
     training=TrainingConfig(batch_size=64, epochs=15, learning_rate=1e-3, early_stopping_patience=2,
                             early_stopping_monitor="val_auc", weight_averaging=0.99, naive_bayes_ngrams=2),
     evaluation=EvaluationConfig(min_accuracy=0.70),
@@ -379,18 +369,10 @@ IMDB = DatasetConfig(
     # the train/test CSVs: all keep the official 25k/25k split.
     sources=("imdb/aclImdb_v1_labeled.tar.gz", "imdb/aclImdb_v1.tar.gz", "imdb/aclImdb", "imdb/*.csv.gz"),
     vocab_size=20_000,
-    # With head+tail truncation, 320 tokens (first 80, last 240) cost 0.4 points
-    # of validation accuracy against 400 and train 1.2x faster (bench/results/).
+    # Head+tail truncation to 320 tokens: 1.2x faster than 400 for 0.4 points (docs/experiments.md).
     max_len=320,
-    # The best setting measured (bench/results/train_imdb.json): GloVe 50-d
-    # vectors, fine-tuned; a bidirectional GRU of 32 units (as accurate here
-    # as an LSTM of 64, at about twice the speed); attention and max pooling;
-    # batches of 512 at LR 4e-3 (1.27x the throughput of 256 at 3e-3, with
-    # validation accuracy 0.9005 against 0.8977 over two seeds:
-    # bench/results/train_imdb_batch512_vs_256.json);
-    # early stopping and LR halving on validation AUC, since validation loss
-    # turns up from overconfidence epochs before accuracy stops improving;
-    # one thread per op, two ops at a time.
+    # A BiGRU of 32 (as accurate as an LSTM of 64, twice as fast), batches of 512, AUC-driven
+    # stopping and LR halving: the best measured on validation (docs/experiments.md).
     model=ModelConfig(
         embedding_dim=50,
         pretrained_embeddings=GLOVE_50D,
@@ -400,16 +382,11 @@ IMDB = DatasetConfig(
         attention_units=32,
         dense_units=64,
         embedding_dropout=0.3,
-        # Word dropout 0.2: mean validation accuracy 0.9035 over seeds 42-46, against
-        # 0.8988 for 0.3; on seeds 42-43, 0.9057 against 0.9049 for 0.1 and 0.9011
-        # for 0.4 (bench/results/train_imdb_candidates_tokdrop_layers.json).
+        # Best word dropout on validation over seeds 42-46 (docs/experiments.md).
         token_dropout=0.2,
         dense_dropout=0.4,
     ),
-    # Naive Bayes unigram and bigram scores stacked with the network's logit, on
-    # the validation split: cross-fitted validation accuracy 0.9085 against 0.9045
-    # for Platt scaling alone (the previous default) and 0.9035 for neither, on the
-    # same five trained networks (bench/results/train_imdb_candidate_naive_bayes.json).
+    # Naive Bayes n-gram stacking beat Platt scaling and neither on validation (docs/experiments.md).
     training=TrainingConfig(batch_size=512, epochs=10, learning_rate=4e-3, early_stopping_patience=2,
                             early_stopping_monitor="val_auc", lr_schedule="plateau", naive_bayes_ngrams=2,
                             intra_op_threads=1, inter_op_threads=2),
