@@ -38,6 +38,15 @@ SHORT_REVIEWS = ["a gorgeous, witty film", "dull and lifeless", "not bad at all"
                  "funny, sharp and warm"]
 
 
+def newest_version_dir(base_dir: str | os.PathLike) -> Path:
+    """The newest numbered version under a serving directory, as the server would serve it."""
+    source = Path(base_dir).resolve()
+    versions = sorted(int(p.name) for p in source.iterdir() if p.name.isascii() and p.name.isdigit())
+    if not versions:
+        raise SystemExit(f"no version under {source}")
+    return source / str(versions[-1])
+
+
 def imdb_reviews(data_dir: Path, count: int) -> list[str]:
     with gzip.open(data_dir / "imdb" / "test.csv.gz", "rt", encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
@@ -363,11 +372,7 @@ def grpc_main(args) -> int:
     import tempfile
 
     reviews = imdb_reviews(Path(args.data_dir), 512)
-    source = Path(args.model_base_dir).resolve()
-    versions = sorted(int(p.name) for p in source.iterdir() if p.name.isdigit())
-    if not versions:
-        raise SystemExit(f"no version under {source}")
-    served = source / str(versions[-1])
+    served = newest_version_dir(args.model_base_dir)
     # One version loaded, as a served model normally is: a directory holding only the newest.
     with tempfile.TemporaryDirectory(prefix="load-test-grpc-") as tmp:
         base_dir = Path(tmp) / args.model_name
@@ -402,7 +407,7 @@ def grpc_main(args) -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    report = {"model_base_dir": str(source), "version_served": served.name, "model_status": status,
+    report = {"model_base_dir": str(served.parent), "version_served": served.name, "model_status": status,
               "model_status_after_loads": status_after,
               "server_command_extra": args.server_arg or [],
               "server_threads": args.grpc_server_threads or "serve's default",

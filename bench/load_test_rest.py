@@ -44,6 +44,7 @@ from load_test import (  # noqa: E402
     _run_processes,
     imdb_reviews,
     in_process_reviews_per_s,
+    newest_version_dir,
     rss_mb,
 )
 
@@ -97,11 +98,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     reviews = imdb_reviews(Path(args.data_dir), 512)
-    source = Path(args.model_base_dir).resolve()
-    versions = sorted(int(p.name) for p in source.iterdir() if p.name.isdigit())
-    if not versions:
-        raise SystemExit(f"no version under {source}")
-    served = source / str(versions[-1])
+    served = newest_version_dir(args.model_base_dir)
     known = dict(SETTINGS)
     settings = [(name, known[name]) for name in args.settings.split(",")]
     results: dict = {}
@@ -142,7 +139,7 @@ def main(argv=None) -> int:
                 proc.terminate()
                 proc.wait(timeout=60)
             results[setting] = entry
-    report = {"model_base_dir": str(source), "version_served": served.name,
+    report = {"model_base_dir": str(served.parent), "version_served": served.name,
               "in_process_reviews_per_s_batch32": in_process,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "note": "2 cores shared with other work during the run (other sessions' tests and "

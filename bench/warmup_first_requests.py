@@ -41,7 +41,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from load_test import imdb_reviews  # noqa: E402
+from load_test import imdb_reviews, newest_version_dir  # noqa: E402
 from load_test_rest import start_server  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "warmup_first_requests.json"
@@ -156,11 +156,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
 
-    base_dir = Path(args.model_base_dir)
-    versions = sorted(int(p.name) for p in base_dir.iterdir() if p.name.isdigit())
-    if not versions:
-        parser.error(f"no numbered version under {base_dir}")
-    source = base_dir / str(versions[-1])
+    source = newest_version_dir(args.model_base_dir)
     reviews = imdb_reviews(Path(args.data_dir), 2000)
     sequence = request_sequence(reviews, args.max_words, args.step)
     print(f"{len(sequence)} requests per pass: single texts of 1..{args.max_words} words, then 32 reviews", flush=True)
