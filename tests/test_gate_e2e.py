@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from components import infra_validator, versioned_pusher
 from models import features
-from pipeline import configs, data_sources, local_runner, run_summary
+from pipeline import configs, data_sources, local_runner, model_card, run_summary
 
 pytestmark = pytest.mark.e2e
 
@@ -84,7 +84,7 @@ def gate_runs(tmp_path_factory):
         runs[name] = local_runner.run(_config(data, output_dir, overrides))
         runs[name + "_versions"] = _versions(output_dir)
         runs[name + "_listing"] = sorted(p.name for p in (output_dir / "serving" / "sentiment-polarity").iterdir()
-                                         if p.name != versioned_pusher.LOCK_FILE)
+                                         if p.name not in (versioned_pusher.LOCK_FILE, model_card.CARDS_DIR))
         print(f"{name}: blessed={runs[name].blessed} pushed={runs[name].pushed_path} "
               f"accuracy={runs[name].metrics.get('binary_accuracy')}", flush=True)
     runs["output_dir"] = output_dir
@@ -185,3 +185,26 @@ def test_every_run_writes_a_report_that_renders(gate_runs):
     if Path(report.CHROMIUM).exists():
         shot = report.screenshot(page, page.parent.parent / "report_screenshot.png")
         assert not report.image_is_blank(shot)
+
+
+def test_each_pushed_version_has_a_model_card_with_its_run_metrics_and_gate(gate_runs):
+    cards = gate_runs["output_dir"] / "serving" / "sentiment-polarity" / model_card.CARDS_DIR
+    baseline, better = gate_runs["baseline"], gate_runs["better"]
+    for run in (baseline, better):
+        version = Path(run.pushed_path).name
+        card = json.loads((cards / f"{version}.json").read_text())
+        assert card["model_details"]["version"]["name"] == version
+        overall = {m["type"]: m["value"] for m in card["quantitative_analysis"]["performance_metrics"]
+                   if m["slice"] == "Overall"}
+        for metric in ("binary_accuracy", "auc", "example_count"):
+            assert overall[metric] == pytest.approx(run.metrics[metric], abs=1e-9), metric
+        gate = card["evaluation_gate"]
+        assert gate["blessed"] is True and gate["infra_blessed"] is True
+        min_accuracy = float(COMMON["evaluation.min_accuracy"])
+        assert gate["thresholds"]["binary_accuracy"]["lower_bound"] == pytest.approx(min_accuracy)
+        assert f"# Model card: sentiment-polarity, version {version}" in (cards / f"{version}.md").read_text()
+    # The first model had no baseline; the second was compared with the first.
+    assert json.loads((cards / f"{Path(baseline.pushed_path).name}.json").read_text())["evaluation_gate"][
+        "baseline"] is None
+    compared = json.loads((cards / f"{Path(better.pushed_path).name}.json").read_text())["evaluation_gate"]["baseline"]
+    assert Path(baseline.pushed_path).name in json.dumps(compared)

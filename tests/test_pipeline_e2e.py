@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from components import versioned_pusher
 from models import features, trainer
-from pipeline import configs, local_runner, run_summary
+from pipeline import configs, local_runner, model_card, run_summary
 from pipeline.__main__ import main
 from tests.helpers import SMALL_MODEL, real_polarity_lines, write_gz_lines
 
@@ -41,9 +41,9 @@ def _write(path: Path, lines: list[str]) -> Path:
 
 
 def _served_entries(output_dir: Path) -> list[str]:
-    """Everything in the serving directory but the Pusher's lock file: versions, or leftovers."""
+    """Everything in the serving directory but the Pusher's lock file and the model cards: versions, or leftovers."""
     serving = output_dir / "serving" / "sentiment-polarity"
-    return sorted(p.name for p in serving.iterdir() if p.name != versioned_pusher.LOCK_FILE)
+    return sorted(p.name for p in serving.iterdir() if p.name not in (versioned_pusher.LOCK_FILE, model_card.CARDS_DIR))
 
 
 @pytest.fixture(scope="module")
