@@ -47,6 +47,14 @@ def newest_version_dir(base_dir: str | os.PathLike) -> Path:
     return source / str(versions[-1])
 
 
+def only_version_dir(tmp: str | os.PathLike, name: str, served: Path) -> Path:
+    """A serving directory under `tmp` holding only `served` (a symlink): one version loaded, as usual."""
+    base_dir = Path(tmp) / name
+    base_dir.mkdir()
+    (base_dir / served.name).symlink_to(served, target_is_directory=True)
+    return base_dir
+
+
 def imdb_reviews(data_dir: Path, count: int) -> list[str]:
     with gzip.open(data_dir / "imdb" / "test.csv.gz", "rt", encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
@@ -373,11 +381,8 @@ def grpc_main(args) -> int:
 
     reviews = imdb_reviews(Path(args.data_dir), 512)
     served = newest_version_dir(args.model_base_dir)
-    # One version loaded, as a served model normally is: a directory holding only the newest.
     with tempfile.TemporaryDirectory(prefix="load-test-grpc-") as tmp:
-        base_dir = Path(tmp) / args.model_name
-        base_dir.mkdir()
-        (base_dir / served.name).symlink_to(served, target_is_directory=True)
+        base_dir = only_version_dir(tmp, args.model_name, served)
         in_process = in_process_reviews_per_s(served, reviews, args.in_process_seconds)
         print(f"in-process: {in_process} reviews/s (batches of 32)", flush=True)
         started = time.monotonic()

@@ -45,6 +45,7 @@ from load_test import (  # noqa: E402
     imdb_reviews,
     in_process_reviews_per_s,
     newest_version_dir,
+    only_version_dir,
     rss_mb,
 )
 
@@ -103,9 +104,7 @@ def main(argv=None) -> int:
     settings = [(name, known[name]) for name in args.settings.split(",")]
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="load-test-rest-") as tmp:
-        base_dir = Path(tmp) / args.model_name
-        base_dir.mkdir()
-        (base_dir / served.name).symlink_to(served, target_is_directory=True)
+        base_dir = only_version_dir(tmp, args.model_name, served)
         in_process = in_process_reviews_per_s(served, reviews, args.in_process_seconds)
         print(f"in-process: {in_process} reviews/s (batches of 32)", flush=True)
         for setting, extra in settings:
