@@ -48,3 +48,6 @@ TF_EXAMPLE_SIGNATURE = "serving_tf_example"  # serialized tf.Example in (TFMA)
 # TF Serving's warm-up requests inside a SavedModel (TFRecord of PredictionLog):
 # written at export, replayed by TF Serving and by `python -m pipeline serve`.
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+
+# What a Trainer started from, in its history.json ("started_from"): the ReaderPretrainer's output.
+PRETRAINED_READER = "pretrained reader"

@@ -354,11 +354,13 @@ def build_models(tf_transform_output: tft.TFTransformOutput, hyperparameters: Hy
         **{k: v for k, v in dataclasses.asdict(config.model).items() if k != "pretrained_embeddings"},
     )
     carried = None
-    if training.warm_start and base_model:
+    if (training.warm_start or config.pretrained_reader) and base_model:
         state = warm_start.state_dir_of(base_model)
         if tf.io.gfile.exists(os.path.join(state, warm_start.WEIGHTS_FILE)):
             carried = warm_start.restore(model, state, embedding_rows(tf_transform_output, config))
-            logging.info("Warm start from %s: %s", state, carried)
+            logging.info("Started from %s: %s", state, carried)
+        elif config.pretrained_reader:
+            raise FileNotFoundError(f"the pretrained reader at {state} holds no {warm_start.WEIGHTS_FILE}")
         else:
             logging.warning("Warm start asked for, but %s holds no saved state (a model from before warm "
                             "starts were saved); training from scratch", state)
@@ -435,6 +437,8 @@ def train(
     history = {key: [float(v) for v in values] for key, values in history.history.items()}
     history["epochs_run"] = epochs_run
     history["warm_start"] = carried
+    if carried and config.pretrained_reader:
+        history["started_from"] = features.PRETRAINED_READER
     if warm_start_dir and training.warm_start:
         # The network before any stacking: what the next warm start rebuilds and fills.
         warm_start.save(model, embedding_rows(tf_transform_output, config), warm_start_dir)

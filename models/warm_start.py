@@ -101,6 +101,9 @@ def restore(model: tf.keras.Model, directory: str, rows: dict[str, int]) -> dict
         current = layer.get_weights()
         saved = [arrays.get(f"{path}:{index}") for index in range(len(current))]
         if any(value is None for value in saved):
+            # An ensemble member's layer ("member_1/bigru_0") from a single reader ("bigru_0").
+            saved = [arrays.get(f"{path.rsplit('/', 1)[-1]}:{index}") for index in range(len(current))]
+        if any(value is None for value in saved):
             report["layers_fresh"].append(f"{path}: not in the base model")
             continue
         if isinstance(layer, tf.keras.layers.Embedding):

@@ -169,6 +169,29 @@ class EvaluationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PretrainingConfig:
+    """The reader (embedding and recurrent layers) learnt first as a bidirectional language model
+    on the training split's texts and unlabeled texts (models/pretraining.py); the Trainer then
+    starts from it (its base_model), by layer path and by token. Cached like any component."""
+    enabled: bool = False
+    # CSV files with a `text` column, relative to the data directory (any other column is
+    # ignored). Texts equal to a held-out (eval or test) text are dropped before anything learns.
+    unlabeled_sources: tuple[str, ...] = ()
+    vocab_size: int = 30_000
+    epochs: int = 3
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    # Negative classes of the sampled softmax per predicted token.
+    num_sampled: int = 256
+    embedding_dropout: float = 0.1
+
+    def __post_init__(self):
+        for name in ("vocab_size", "epochs", "batch_size", "num_sampled"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"pretraining.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
 class DriftConfig:
     """How far a new span's data may move from the previous span's before the run stops.
 
@@ -267,11 +290,20 @@ class DatasetConfig:
     serving: ServingConfig = ServingConfig()
     drift: DriftConfig = DriftConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    pretraining: PretrainingConfig = PretrainingConfig()
 
     def __post_init__(self):
         if self.pretrained_vocabulary and not self.model.pretrained_embeddings:
             raise ValueError(f"{self.name}: pretrained_vocabulary={self.pretrained_vocabulary} needs "
                              "model.pretrained_embeddings (or set pretrained_vocabulary=0)")
+        if self.pretraining.enabled:
+            if self.training.warm_start:
+                raise ValueError(f"{self.name}: training.warm_start and pretraining.enabled both start the "
+                                 "Trainer from a base model; turn one off (a warm start carries the pretrained "
+                                 "reader on from the model it starts from)")
+            if not self.model.bidirectional:
+                raise ValueError(f"{self.name}: pretraining learns a bidirectional reader; set "
+                                 "model.bidirectional=true or pretraining.enabled=false")
 
     @property
     def schema_dir(self) -> Path:
@@ -302,6 +334,8 @@ class TrainerConfig:
     pretrained_vocabulary: int = 0
     # models_fingerprint(): in the custom_config so TFX's cache sees a change of the model code.
     models_fingerprint: str = ""
+    # The base model is a pretrained reader (PretrainingConfig), not a previous classifier.
+    pretrained_reader: bool = False
 
     def __post_init__(self):
         if self.pretrained_vocabulary and not self.model.pretrained_embeddings:
@@ -314,7 +348,7 @@ class TrainerConfig:
     def of(cls, dataset: DatasetConfig) -> TrainerConfig:
         return cls(model=dataset.model, training=dataset.training, dataset=dataset.name, max_len=dataset.max_len,
                    vocab_size=dataset.vocab_size, pretrained_vocabulary=dataset.pretrained_vocabulary,
-                   models_fingerprint=models_fingerprint())
+                   models_fingerprint=models_fingerprint(), pretrained_reader=dataset.pretraining.enabled)
 
     def to_custom_config(self) -> dict[str, Any]:
         """JSON-serializable; from_custom_config(to_custom_config()) == self."""
@@ -326,6 +360,8 @@ class TrainerConfig:
             "models_fingerprint": self.models_fingerprint,
             "model": dataclasses.asdict(self.model),
             "training": dataclasses.asdict(self.training),
+            # Only when set: a run without pretraining keeps the cache key it had before the option existed.
+            **({"pretrained_reader": True} if self.pretrained_reader else {}),
         }
 
     @classmethod
@@ -361,6 +397,8 @@ POLARITY = DatasetConfig(
     training=TrainingConfig(batch_size=64, epochs=15, learning_rate=1e-3, early_stopping_patience=2,
                             early_stopping_monitor="val_auc", weight_averaging=0.99, naive_bayes_ngrams=2),
     evaluation=EvaluationConfig(min_accuracy=0.70),
+    # Movie reviews, the same domain: IMDB's unlabeled reviews and its training texts (labels unread).
+    pretraining=PretrainingConfig(unlabeled_sources=("imdb/unsup.csv.gz", "imdb/train.csv.gz")),
 )
 
 IMDB = DatasetConfig(
@@ -391,6 +429,7 @@ IMDB = DatasetConfig(
                             early_stopping_monitor="val_auc", lr_schedule="plateau", naive_bayes_ngrams=2,
                             intra_op_threads=1, inter_op_threads=2),
     evaluation=EvaluationConfig(min_accuracy=0.85),
+    pretraining=PretrainingConfig(unlabeled_sources=("imdb/unsup.csv.gz",)),
 )
 
 DATASETS: dict[str, DatasetConfig] = {d.name: d for d in (POLARITY, IMDB)}
@@ -500,6 +539,25 @@ def _code_digest(paths: list[Path]) -> str:
     for path in sorted(paths):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def files_fingerprint(paths) -> str:
+    """A digest of files' names and contents (e.g. unlabeled text): a changed file re-runs what read it."""
+    return _code_digest([Path(path) for path in paths])
+
+
+def pretraining_fingerprint() -> str:
+    """A digest of the code the reader pretraining runs (its component, models/pretraining.py and
+    the tokenizer, embeddings and state code it uses)."""
+    return _code_digest([COMPONENTS_ROOT / "reader_pretrainer.py"] + [
+        MODELS_ROOT / name for name in ("pretraining.py", "preprocessing.py", "embeddings.py", "warm_start.py",
+                                        "features.py")])
+
+
+def with_unlabeled_sources(dataset: DatasetConfig, sources) -> DatasetConfig:
+    """`dataset` reading these unlabeled files for pretraining (e.g. resolved to absolute paths)."""
+    return dataclasses.replace(dataset, pretraining=dataclasses.replace(dataset.pretraining,
+                                                                          unlabeled_sources=tuple(sources)))
 
 
 def models_fingerprint() -> str:

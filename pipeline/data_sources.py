@@ -114,6 +114,12 @@ def span_numbers(path: str | os.PathLike) -> list[int]:
 
 def resolve_embeddings(path: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Pretrained vectors: an absolute path, or one relative to the data directory."""
+    return resolve_data_file(path, data_dir, "pretrained embeddings")
+
+
+def resolve_data_file(path: str, data_dir: str | os.PathLike | None = None, what: str = "data file") -> Path:
+    """A file named by an absolute path or by one relative to the data directory (--data-dir,
+    $SENTIMENT_DATA_DIR, the shared data beside the project, the working directory)."""
     candidate = Path(path).expanduser()
     if candidate.is_absolute():
         roots = [Path("/")]
@@ -122,7 +128,7 @@ def resolve_embeddings(path: str, data_dir: str | os.PathLike | None = None) -> 
     for root in roots:
         if (root / candidate).is_file():
             return (root / candidate).resolve()
-    raise DataNotFoundError(f"pretrained embeddings {path} not found (looked under {', '.join(map(str, roots))})")
+    raise DataNotFoundError(f"{what} {path} not found (looked under {', '.join(map(str, roots))})")
 
 
 def sha256_of(path: Path) -> str:

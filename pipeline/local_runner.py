@@ -355,7 +355,22 @@ def _trainer_figure(artifact, _outputs) -> str | None:
     epochs = history.get("epochs_run")
     if not epochs:
         return None
+    from models import features
+
+    if history.get("started_from") == features.PRETRAINED_READER:
+        return f"{len(epochs)} epoch(s), from the pretrained reader"
     return f"{len(epochs)} epoch(s)" + (", warm start" if history.get("warm_start") else "")
+
+
+def _reader_figure(artifact, _outputs) -> str | None:
+    """The pretrained reader (components/reader_pretrainer.py): what it read and its last validation loss."""
+    texts = run_summary._custom_int(artifact, "texts")
+    if texts is None:
+        return None
+    text = f"reader pretrained on {texts:,} texts ({run_summary._custom_int(artifact, 'tokens') or 0:,} tokens)"
+    if "val_loss" in artifact.custom_properties:
+        text += f", val_loss {artifact.custom_properties['val_loss'].double_value:.4f}"
+    return text
 
 
 def _evaluation_figure(artifact, outputs) -> str:
@@ -390,6 +405,7 @@ _FIGURES = {
     "PushedModel": _push_figure,
     "InfraBlessing": _infra_figure,
     "ModelRun": _trainer_figure,
+    "Model": _reader_figure,  # the Trainer's figure is its ModelRun's, above
     "TransformGraph": _vocabulary_figure,
     "ExampleAnomalies": _anomalies_figure,
     "Examples": _examples_figure,

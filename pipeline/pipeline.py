@@ -14,6 +14,7 @@ from tfx.proto import transform_pb2
 
 from components.drift_check import SpanDriftCheck
 from components.infra_validator import InfraValidator
+from components.reader_pretrainer import ReaderPretrainer
 from components.review_example_gen import LENGTH_BUCKET, SOURCE, SPAN_PATTERN, SPLITS, ReviewExampleGen
 from components.validation_gate import DataValidationGate
 from components.versioned_pusher import VersionedPusher
@@ -153,6 +154,31 @@ def training_window(config: configs.PipelineConfig):
     return spans.rolling_range(validated, num_spans=window, min_spans=1)
 
 
+def reader_pretrainer(config: configs.PipelineConfig, examples) -> ReaderPretrainer:
+    """The reader learnt first as a language model on the training texts and the unlabeled ones
+    (models/pretraining.py), shaped as the classifier's reader so the Trainer starts from it."""
+    dataset = config.dataset
+    pretraining, model = dataset.pretraining, dataset.model
+    if not pretraining.unlabeled_sources:
+        raise ValueError(f"{dataset.name}: pretraining.enabled needs pretraining.unlabeled_sources")
+    settings = {"vocab_size": pretraining.vocab_size, "max_len": dataset.max_len, "token_level": dataset.token_level,
+                "epochs": pretraining.epochs, "batch_size": pretraining.batch_size,
+                "learning_rate": pretraining.learning_rate, "num_sampled": pretraining.num_sampled,
+                "embedding_dropout": pretraining.embedding_dropout, "seed": dataset.training.seed,
+                "pretrained_embeddings": model.pretrained_embeddings}
+    reader = {key: getattr(model, key) for key in ("embedding_dim", "cell", "rnn_units", "rnn_layers",
+                                                   "bidirectional")}
+    return ReaderPretrainer(
+        examples=examples,
+        unlabeled_sources=json.dumps(list(pretraining.unlabeled_sources)),
+        reader=json.dumps(reader, sort_keys=True),
+        settings=json.dumps(settings, sort_keys=True),
+        text_feature=features.TEXT,
+        source_fingerprint=configs.files_fingerprint(pretraining.unlabeled_sources),
+        code_fingerprint=configs.pretraining_fingerprint(),
+    ).with_id("ReaderPretrainer")
+
+
 def create_pipeline(
     config: configs.PipelineConfig,
     metadata_connection_config=None,
@@ -220,13 +246,20 @@ def create_pipeline(
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("LatestBlessedModelResolver")
 
+    # Warm start: the latest blessed model's weights, carried over by token (models/warm_start.py);
+    # or the reader pretrained on unlabeled text, carried over the same way.
+    pretrainer = reader_pretrainer(config, validated_examples) if dataset.pretraining.enabled else None
+    base_model = None
+    if dataset.training.warm_start:
+        base_model = latest_blessed_model.outputs["model"]
+    elif pretrainer is not None:
+        base_model = pretrainer.outputs["model"]
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        # Warm start: the latest blessed model's weights, carried over by token (models/warm_start.py).
-        base_model=latest_blessed_model.outputs["model"] if dataset.training.warm_start else None,
+        base_model=base_model,
         train_args=tfx.proto.TrainArgs(splits=[TRAIN]),
         eval_args=tfx.proto.EvalArgs(splits=[EVAL]),
         custom_config=configs.trainer_hyperparameters(dataset),
@@ -268,6 +301,7 @@ def create_pipeline(
             *([span_drift] if span_drift is not None else []),
             validation_gate,
             transform,
+            *([pretrainer] if pretrainer is not None else []),
             latest_blessed_model,
             trainer,
             evaluator,
