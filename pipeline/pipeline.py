@@ -19,7 +19,7 @@ from components.review_example_gen import LENGTH_BUCKET, SOURCE, SPAN_PATTERN, S
 from components.validation_gate import DataValidationGate
 from components.versioned_pusher import VersionedPusher
 from models import features
-from pipeline import configs
+from pipeline import configs, data_sources
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 RUN_FN = "models.trainer.run_fn"
@@ -161,6 +161,9 @@ def reader_pretrainer(config: configs.PipelineConfig, examples) -> ReaderPretrai
     pretraining, model = dataset.pretraining, dataset.model
     if not pretraining.unlabeled_sources:
         raise ValueError(f"{dataset.name}: pretraining.enabled needs pretraining.unlabeled_sources")
+    sources = [source if "://" in source else str(data_sources.resolve_data_file(source, what="unlabeled text"))
+               for source in pretraining.unlabeled_sources]
+    local = [source for source in sources if "://" not in source]
     settings = {"vocab_size": pretraining.vocab_size, "max_len": dataset.max_len, "token_level": dataset.token_level,
                 "epochs": pretraining.epochs, "batch_size": pretraining.batch_size,
                 "learning_rate": pretraining.learning_rate, "num_sampled": pretraining.num_sampled,
@@ -170,11 +173,12 @@ def reader_pretrainer(config: configs.PipelineConfig, examples) -> ReaderPretrai
                                                    "bidirectional")}
     return ReaderPretrainer(
         examples=examples,
-        unlabeled_sources=json.dumps(list(pretraining.unlabeled_sources)),
+        unlabeled_sources=json.dumps(sources),
         reader=json.dumps(reader, sort_keys=True),
         settings=json.dumps(settings, sort_keys=True),
         text_feature=features.TEXT,
-        source_fingerprint=configs.files_fingerprint(pretraining.unlabeled_sources),
+        # Local files by content; a remote file (gs://...) by its name only.
+        source_fingerprint=configs.files_fingerprint(local) + json.dumps(sorted(set(sources) - set(local))),
         code_fingerprint=configs.pretraining_fingerprint(),
     ).with_id("ReaderPretrainer")
 

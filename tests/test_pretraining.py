@@ -227,3 +227,16 @@ def test_clear_errors_for_settings_that_cannot_pretrain(tmp_path):
         configs.with_overrides(configs.IMDB, {"pretraining.epochs": "0"})
     with pytest.raises(ValueError, match="needs pretraining.unlabeled_sources"):
         build_pipeline(tmp_path, [], **{"pretraining.enabled": "true"})
+
+
+def test_unlabeled_sources_resolve_against_the_data_directory(tmp_path, monkeypatch):
+    from pipeline import data_sources
+
+    (tmp_path / "data" / "imdb").mkdir(parents=True)
+    path = write_csv(tmp_path / "data" / "imdb" / "unsup.csv.gz", [["an unlabeled review"]])
+    monkeypatch.setenv(data_sources.DATA_DIR_ENV, str(tmp_path / "data"))
+    built = build_pipeline(tmp_path, ["imdb/unsup.csv.gz"], **{"pretraining.enabled": "true"})
+    pretrainer = {c.id: c for c in built.components}["ReaderPretrainer"]
+    assert json.loads(pretrainer.exec_properties["unlabeled_sources"]) == [path]
+    with pytest.raises(data_sources.DataNotFoundError, match="unlabeled text imdb/missing.csv.gz not found"):
+        build_pipeline(tmp_path, ["imdb/missing.csv.gz"], **{"pretraining.enabled": "true"})
