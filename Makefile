@@ -114,6 +114,11 @@ spans: $(STAMP)
 # The whole continuous-training scenario (about 45 min on 2 cores): IMDB in 5 spans, warm and cold
 # runs interleaved, then a 90 %-positive and a polarity span that the drift check must stop;
 # writes bench/results/span_replay_imdb.json.
+# The pipeline with and without the reader pretrained on unlabeled text (~25 min for IMDB on 2 cores).
+.PHONY: pretraining-compare
+pretraining-compare: $(STAMP)
+	$(PY) bench/pretraining_compare.py --dataset $(DATASET) --output-dir $(OUTPUT_DIR)/pretraining-compare
+
 .PHONY: replay-spans monitor-skew
 REPLAY_DIR ?= outputs/replay
 OUTPUT_DIR ?= outputs

@@ -686,6 +686,8 @@ def _parse_value(field_type: Any, raw_value: str, dotted: str) -> Any:
             return lowered in ("true", "1", "yes")
         if field_type in (int, float, str):
             return field_type(raw_value)
+        if field_type == tuple[str, ...]:  # a comma-separated list, e.g. pretraining.unlabeled_sources
+            return tuple(item.strip() for item in raw_value.split(",") if item.strip())
     except ValueError:
         raise ValueError(f"{dotted}={raw_value!r} is not a valid {field_type.__name__}") from None
     raise ValueError(f"{dotted} cannot be set from the command line")

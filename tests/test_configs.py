@@ -28,7 +28,7 @@ def test_overrides_parse_to_field_types_and_leave_the_original_alone():
     ("training.epoch", "2", "unknown config field 'training.epoch'"),
     ("training.epochs", "two", "training.epochs='two' is not a valid int"),
     ("model.bidirectional", "maybe", "is not a valid bool"),
-    ("sources", "x", "cannot be set from the command line"),
+    ("pretraining", "x", "cannot be set from the command line"),
     ("max_len.x", "1", "has no fields"),
 ])
 def test_bad_overrides_fail_with_a_clear_message(key, value, message):

@@ -240,3 +240,10 @@ def test_unlabeled_sources_resolve_against_the_data_directory(tmp_path, monkeypa
     assert json.loads(pretrainer.exec_properties["unlabeled_sources"]) == [path]
     with pytest.raises(data_sources.DataNotFoundError, match="unlabeled text imdb/missing.csv.gz not found"):
         build_pipeline(tmp_path, ["imdb/missing.csv.gz"], **{"pretraining.enabled": "true"})
+
+
+def test_unlabeled_sources_can_be_set_as_a_comma_separated_list():
+    from pipeline import configs
+
+    dataset = configs.with_overrides(configs.IMDB, {"pretraining.unlabeled_sources": "a.csv.gz, b/c.csv"})
+    assert dataset.pretraining.unlabeled_sources == ("a.csv.gz", "b/c.csv")
