@@ -167,6 +167,11 @@ class BidirectionalLanguageModel(tf.keras.Model):
         super().__init__(name="reader_language_model")
         if not shape.bidirectional:
             raise ValueError("the language model pretrains a bidirectional reader (model.bidirectional=true)")
+        if shape.rnn_layers != 1:
+            # A second bidirectional layer's forward half would read the first layer's backward
+            # states, which have seen the very token it is asked to predict.
+            raise ValueError(f"pretraining supports a reader of one recurrent layer (model.rnn_layers=1), "
+                             f"not {shape.rnn_layers}")
         from models import model as model_lib
 
         self.rows, self.units, self.num_sampled = rows, shape.rnn_units, num_sampled

@@ -301,9 +301,10 @@ class DatasetConfig:
                 raise ValueError(f"{self.name}: training.warm_start and pretraining.enabled both start the "
                                  "Trainer from a base model; turn one off (a warm start carries the pretrained "
                                  "reader on from the model it starts from)")
-            if not self.model.bidirectional:
-                raise ValueError(f"{self.name}: pretraining learns a bidirectional reader; set "
-                                 "model.bidirectional=true or pretraining.enabled=false")
+            if not self.model.bidirectional or self.model.rnn_layers != 1:
+                raise ValueError(f"{self.name}: pretraining learns a bidirectional reader of one recurrent layer "
+                                 "(a second layer would see the token its forward half predicts); set "
+                                 "model.bidirectional=true and model.rnn_layers=1, or pretraining.enabled=false")
 
     @property
     def schema_dir(self) -> Path:

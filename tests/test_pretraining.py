@@ -221,8 +221,12 @@ def test_clear_errors_for_settings_that_cannot_pretrain(tmp_path):
 
     with pytest.raises(ValueError, match="warm_start and pretraining.enabled"):
         configs.with_overrides(configs.IMDB, {"pretraining.enabled": "true", "training.warm_start": "true"})
-    with pytest.raises(ValueError, match="bidirectional"):
+    with pytest.raises(ValueError, match="bidirectional reader of one recurrent layer"):
         configs.with_overrides(configs.IMDB, {"pretraining.enabled": "true", "model.bidirectional": "false"})
+    with pytest.raises(ValueError, match="bidirectional reader of one recurrent layer"):
+        configs.with_overrides(configs.IMDB, {"pretraining.enabled": "true", "model.rnn_layers": "2"})
+    with pytest.raises(ValueError, match="one recurrent layer"):
+        pretraining.BidirectionalLanguageModel(10, dataclasses.replace(SHAPE, rnn_layers=2), 4, 0.0)
     with pytest.raises(ValueError, match="pretraining.epochs must be >= 1"):
         configs.with_overrides(configs.IMDB, {"pretraining.epochs": "0"})
     with pytest.raises(ValueError, match="needs pretraining.unlabeled_sources"):
