@@ -12,6 +12,12 @@ IMDB: trains on the train split, stops early on the eval split, reports the
 official test set. Polarity: the mean over N seeds of a random 90/10 split of
 all examples (10% of the 90% held out for early stopping). Prints the figures
 and writes them to bench/results/train_<dataset>.json (or --output).
+
+Where the transformed examples carry the star rating (IMDB, Transform since the
+rating head), the run also reports, on the rated test examples, two baselines:
+the MAE of predicting the training split's mean rating, and of predicting the
+mean rating of the example's true class; and with model.rating_head the head's
+MAE and Pearson's r.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
-from models import calibration, features, trainer  # noqa: E402
+from models import calibration, features, rating, trainer  # noqa: E402
 from models import model as model_lib  # noqa: E402
 from pipeline import configs, data_sources  # noqa: E402
 
@@ -90,43 +96,70 @@ def parse_all(files: list[str], tf_transform_output) -> dict[str, np.ndarray]:
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
-def batches(arrays: dict[str, np.ndarray], training: dict, shuffle: bool, seed: int) -> tf.data.Dataset:
+def batches(arrays: dict[str, np.ndarray], training: dict, shuffle: bool, seed: int,
+            with_rating: bool = False) -> tf.data.Dataset:
     dataset = tf.data.Dataset.from_tensor_slices(arrays)
     if shuffle:
         dataset = dataset.shuffle(len(arrays[features.LENGTH]), seed=seed, reshuffle_each_iteration=True)
     return trainer.length_batched_dataset(dataset, int(training["batch_size"]),
                                           int(training["length_sort_window_batches"]), shuffle, seed,
-                                          int(training.get("length_multiple") or 1))
+                                          int(training.get("length_multiple") or 1), rating=with_rating)
+
+
+def rating_baselines(train: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict | None:
+    """MAE on the rated test examples of predicting the training split's mean rating, and the
+    mean rating of the example's true class; None where the examples carry no rating."""
+    if features.TRANSFORMED_RATING not in train or features.TRANSFORMED_RATING not in test:
+        return None
+    train_rating, test_rating = train[features.TRANSFORMED_RATING], test[features.TRANSFORMED_RATING]
+    train_label, test_label = train[features.TRANSFORMED_LABEL], test[features.TRANSFORMED_LABEL]
+    rated, test_rated = train_rating > 0, test_rating > 0
+    if not rated.any() or not test_rated.any():
+        return None
+    overall = float(train_rating[rated].mean())
+    class_means = {int(c): float(train_rating[rated & (train_label == c)].mean()) for c in (0, 1)}
+    by_class = np.where(test_label[test_rated] == 1, class_means[1], class_means[0])
+    return {"test_rated_examples": int(test_rated.sum()), "train_mean_rating": overall,
+            "train_class_mean_rating": {"negative": class_means[0], "positive": class_means[1]},
+            "mae_predict_overall_mean": float(np.abs(test_rating[test_rated] - overall).mean()),
+            "mae_predict_true_class_mean": float(np.abs(test_rating[test_rated] - by_class).mean())}
 
 
 def train_and_test(train, valid, test, tf_transform_output, hyperparameters, seed):
     """Trains one model; returns its metrics and timings."""
     training = hyperparameters["training"]
+    rating_head = bool(hyperparameters["model"].get("rating_head"))
+    if rating_head and features.TRANSFORMED_RATING not in train:
+        raise SystemExit(trainer.NO_RATINGS + " (these Transform artifacts predate the rating: re-run the pipeline)")
+
+    def batched(arrays, training, shuffle, seed):  # with the head, the targets hold the rating
+        return batches(arrays, training, shuffle, seed, with_rating=rating_head)
+
     tf.keras.utils.set_random_seed(seed)
     model, train_model, _ = trainer.build_models(tf_transform_output, hyperparameters, seed)  # the Trainer's own
     timer = StepTimer(len(train[features.LENGTH]), int(training["batch_size"]))
     callbacks = [timer] + trainer.training_callbacks(training)  # the Trainer's own
     started = time.perf_counter()
-    history = train_model.fit(batches(train, training, True, seed), validation_data=batches(valid, training, False, 0),
+    history = train_model.fit(batched(train, training, True, seed), validation_data=batched(valid, training, False, 0),
                               epochs=int(training["epochs"]), callbacks=callbacks, verbose=2)
     train_seconds = time.perf_counter() - started
 
     calibrated = {}
     if training.get("calibrate_logit"):
-        valid_logits, valid_labels = calibration.logits_and_labels(train_model, batches(valid, training, False, 0),
+        valid_logits, valid_labels = calibration.logits_and_labels(train_model, batched(valid, training, False, 0),
                                                                    model_lib.LOGIT)
         calibrated = {"val_accuracy_uncalibrated": float(np.mean((valid_logits > 0) == (valid_labels > 0.5))),
                       "val_accuracy_cross_fitted": calibration.cross_fitted_accuracy(valid_logits, valid_labels)}
         # The Trainer's own step (train_model shares its layers with the exported model).
-        fitted = trainer.calibrate_logit(train_model, train_model, batches(valid, training, False, 0))
+        fitted = trainer.calibrate_logit(train_model, train_model, batched(valid, training, False, 0))
         calibrated["scale"], calibrated["offset"] = fitted or (1.0, 0.0)  # None: left uncalibrated
 
     stacking = {}
     if training.get("naive_bayes_ngrams"):
-        valid_batches = batches(valid, training, False, 0)
+        valid_batches = batched(valid, training, False, 0)
         valid_logits, valid_labels = calibration.logits_and_labels(train_model, valid_batches, model_lib.LOGIT)
         # The Trainer's own step; the stacked model shares the network's layers with train_model.
-        model, weights = trainer.stack_naive_bayes(model, train_model, batches(train, training, True, seed),
+        model, weights = trainer.stack_naive_bayes(model, train_model, batched(train, training, True, seed),
                                                    valid_batches, int(training["naive_bayes_ngrams"]),
                                                    trainer.embedding_input_dim(tf_transform_output,
                                                                                hyperparameters))
@@ -143,17 +176,39 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
                 np.stack([valid_logits, stacked_logits - (scale * valid_logits + offset)], axis=1), valid_labels)
     served = model if stacking else train_model
 
-    test_batches = batches(test, training, False, 0)
-    predict = tf.function(lambda ids: served(ids, training=False)[model_lib.LOGIT],
+    test_batches = batches(test, training, False, 0, with_rating=features.TRANSFORMED_RATING in test)
+    wanted = (model_lib.LOGIT, features.PREDICTED_RATING) if rating_head else (model_lib.LOGIT,)
+    predict = tf.function(lambda ids: [served(ids, training=False)[key] for key in wanted],
                           input_signature=[tf.TensorSpec([None, None], tf.int64)])
     predict(next(iter(test_batches))[0])  # trace once, outside the timing
     started = time.perf_counter()
-    logits, labels = [], []
+    logits, labels, predicted_ratings, true_ratings = [], [], [], []
     for ids, label in test_batches:
-        logits.append(predict(ids).numpy())
+        outputs = predict(ids)
+        logits.append(outputs[0].numpy())
         labels.append(label[model_lib.LOGIT].numpy())
+        if rating_head:
+            predicted_ratings.append(outputs[1].numpy())
+        if features.PREDICTED_RATING in label:
+            true_ratings.append(label[features.PREDICTED_RATING].numpy())
     infer_seconds = time.perf_counter() - started
     logits, labels = np.concatenate(logits), np.concatenate(labels)
+    ratings = {}
+    baselines = rating_baselines(train, test)
+    if baselines:
+        ratings["baselines"] = baselines
+    if rating_head:
+        predicted, actual = np.concatenate(predicted_ratings), np.concatenate(true_ratings)
+        rated = actual > 0
+        ratings.update({"test_mae": float(np.abs(predicted[rated] - actual[rated]).mean()),
+                        "test_pearson_r": rating.pearson_r(predicted, actual),
+                        "test_predicted_range": [float(predicted.min()), float(predicted.max())],
+                        "best_val_rating_mae": None})
+        if baselines:
+            # The fair baseline: the mean rating of the class the model predicts (no true label given).
+            means = baselines["train_class_mean_rating"]
+            by_prediction = np.where(logits >= 0, means["positive"], means["negative"])
+            baselines["mae_predict_predicted_class_mean"] = float(np.abs(by_prediction[rated] - actual[rated]).mean())
     auc = tf.keras.metrics.AUC(from_logits=True)
     auc.update_state(labels, logits)
     if calibrated:
@@ -166,6 +221,8 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
     monitor = training.get("early_stopping_monitor") or "val_loss"
     watched = history.history[monitor]
     best = int(np.argmin(watched) if trainer.MONITORS[monitor] == "min" else np.argmax(watched))
+    if "val_rating_mae" in history.history:
+        ratings["best_val_rating_mae"] = float(history.history["val_rating_mae"][best])
     return {
         "test_accuracy": float(np.mean((logits > 0) == (labels > 0.5))),
         "test_auc": float(auc.result()),
@@ -180,6 +237,7 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
         "inference_examples_per_second": round(len(labels) / infer_seconds, 1),
         **({"logit_calibration": calibrated} if calibrated else {}),
         **({"naive_bayes_stacking": stacking} if stacking else {}),
+        **({"rating": ratings} if ratings else {}),
     }
 
 

@@ -17,6 +17,9 @@ SPAN_FOLDER_PREFIX = "span-"
 TOKEN_IDS = "token_ids"  # int64[max_len]: vocabulary ids, 0 = padding.
 LENGTH = "length"  # int64 scalar: number of real (non-padding) tokens.
 TRANSFORMED_LABEL = "label"
+# float32 scalar: the star rating where the raw example has one, 0 = no rating.
+# Only the training target of the rating head (ModelConfig.rating_head), never a model input.
+TRANSFORMED_RATING = "rating"
 
 # Vocabulary file written by tf.Transform (under transform_fn/assets).
 VOCABULARY_NAME = "tokens"
@@ -41,6 +44,11 @@ PREDICTED_LABEL = "label"
 ATTENTION = "attention"  # per token: its weight in the pooled vector
 TRAJECTORY = "trajectory"  # per token: positive-class probability over the first t tokens
 TOKEN_LENGTH = "length"
+PREDICTED_RATING = "rating"  # the rating head's star rating, in [RATING_MIN, RATING_MAX] (rating_head only)
+RATING_MIN, RATING_MAX = 1.0, 10.0  # IMDB's star scale; 0 in TRANSFORMED_RATING means "no rating"
+# The Evaluator's metrics of the rating head (TFMA metric names), read by the report and the model card.
+RATING_MAE_METRIC = "rating_mae"
+RATING_PEARSON_METRIC = "rating_pearson_r"
 
 SERVING_SIGNATURE = "serving_default"  # raw UTF-8 strings in
 TF_EXAMPLE_SIGNATURE = "serving_tf_example"  # serialized tf.Example in (TFMA)

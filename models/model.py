@@ -17,6 +17,11 @@ Besides the logit the model outputs, per token:
 
 An ensemble (`ensemble_size` > 1) holds several such classifiers and outputs
 the mean of each of these.
+
+With `rating_head`, a small regression head of its own on the same pooled
+vector also outputs `rating`, the predicted star rating, 1 + 9 * sigmoid(x):
+within [1, 10] by construction. The training view then trains both outputs
+(RatingTraining; the loss is in models/rating.py).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from models import features, optimization
+from models import features, optimization, rating
 
 LOGIT = "logit"
 MEMBER = "member"  # ensemble members are sub-models member_0, member_1, ...
@@ -137,6 +142,7 @@ def build_model(
     embedding_matrix: np.ndarray | None = None,
     trainable_embeddings: bool = True,
     ensemble_size: int = 1,
+    rating_head: bool = False,
 ) -> tf.keras.Model:
     """Returns a Keras model mapping token ids [batch, time] to logit, token weights and trajectory.
 
@@ -146,7 +152,10 @@ def build_model(
     embedding from pretrained vectors. With `ensemble_size` N > 1 the model
     holds N classifiers of this shape, each with its own weights, and every
     output is the members' mean (see EnsembleTraining for how they train).
+    `rating_head` adds the star-rating output (not with an ensemble).
     """
+    if rating_head and ensemble_size > 1:
+        raise ValueError("the rating head is not supported for an ensemble (ensemble_size > 1)")
     if cell not in CELLS:
         raise ValueError(f"cell {cell!r} is not one of {sorted(CELLS)}")
     if not 1 <= rnn_layers <= 3:
@@ -191,12 +200,20 @@ def build_model(
                 vector = layer(vector)
             return vector
 
-        return {
+        outputs = {
             LOGIT: tf.keras.layers.Reshape((), name=LOGIT)(classify(pooled)),
             features.ATTENTION: tf.keras.layers.Identity(name=features.ATTENTION)(weights),
             features.TRAJECTORY: tf.keras.layers.Lambda(lambda t: tf.squeeze(t, -1),
                                                         name=features.TRAJECTORY)(classify(prefix)),
         }
+        if rating_head:
+            # Its own layers (none shared with the classifier head, which calibration and
+            # Naive Bayes stacking rescale), on the same pooled vector.
+            x = tf.keras.layers.Dense(dense_units, activation="relu", name="rating_dense")(pooled)
+            x = tf.keras.layers.Dropout(dense_dropout, name="rating_dropout")(x)
+            x = tf.keras.layers.Dense(1, name="rating_score")(x)
+            outputs[features.PREDICTED_RATING] = BoundedRating(name=features.PREDICTED_RATING)(x)
+        return outputs
 
     token_ids = tf.keras.Input(shape=(None,), dtype=tf.int64, name=features.TOKEN_IDS)
     name = f"{'bi' if bidirectional else ''}{cell}_{pooling}"
@@ -219,6 +236,18 @@ def build_model(
         for embedding in embedding_layers:
             embedding.embeddings.assign(embedding_matrix)
     return model
+
+
+class BoundedRating(tf.keras.layers.Layer):
+    """[batch, 1] scores -> [batch] ratings RATING_MIN + (RATING_MAX - RATING_MIN) * sigmoid(score)."""
+
+    def call(self, score):
+        span = features.RATING_MAX - features.RATING_MIN
+        return features.RATING_MIN + span * tf.sigmoid(tf.squeeze(score, -1))
+
+
+def has_rating_head(model: tf.keras.Model) -> bool:
+    return any(layer.name == features.PREDICTED_RATING for layer in model.layers)
 
 
 class _ReportsTrainingLoss(tf.keras.Model):
@@ -314,6 +343,39 @@ class EnsembleTraining(_ReportsTrainingLoss):
         return self.compute_metrics(x, y, y_pred, None)
 
 
+class RatingTraining(tf.keras.Model):
+    """Trains the classifier's logit and the rating head together (models/rating.py: the loss).
+
+    Keras prefixes each metric of a two-output model with its output's name;
+    the logs keep the classifier's names instead, so early stopping, the
+    schedule and the history read `loss`, `auc`, `accuracy` and their `val_`
+    twins as without the head: `loss` is the classifier's cross-entropy,
+    `rating_loss` the rating's (unweighted), `joint_loss` what is minimised,
+    `rating_mae` the mean absolute error in stars over the rated examples.
+    """
+
+    def train_step(self, data):
+        return _classifier_names(super().train_step(data))
+
+    def test_step(self, data):
+        return _classifier_names(super().test_step(data))
+
+
+def _classifier_names(logs):
+    """The logs under the classifier's own names, in the order a model without the head logs them
+    (loss, accuracy, auc; the console shows the first few), then the rating's and the joint loss."""
+    logs = dict(logs)
+    if f"{LOGIT}_loss" in logs:
+        logs["joint_loss"] = logs.pop("loss")
+        logs["loss"] = logs.pop(f"{LOGIT}_loss")
+    prefix = f"{LOGIT}_"
+    renamed = {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in logs.items()}
+    later = [key for key in renamed if key.startswith(f"{features.PREDICTED_RATING}_")] + ["joint_loss"]
+    first = ["loss"] if "loss" in renamed else []
+    order = first + [key for key in renamed if key not in first and key not in later] + later
+    return {key: renamed[key] for key in order if key in renamed}
+
+
 def _add_gradients(a, b):
     if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):
         return tf.IndexedSlices(tf.concat([a.values, b.values], 0), tf.concat([a.indices, b.indices], 0),
@@ -332,6 +394,11 @@ def training_view(model: tf.keras.Model, adversarial_epsilon: float = 0.0) -> tf
         raise ValueError(f"adversarial_epsilon must be >= 0, got {adversarial_epsilon}")
     logit = model.get_layer(LOGIT)
     outputs = {LOGIT: logit.output}
+    if has_rating_head(model):
+        if adversarial_epsilon:
+            raise ValueError("adversarial training is not supported with the rating head (model.rating_head)")
+        outputs[features.PREDICTED_RATING] = model.get_layer(features.PREDICTED_RATING).output
+        return RatingTraining(model.input, outputs, name=f"{model.name}_train")
     if isinstance(logit, tf.keras.layers.Average):  # an ensemble: the mean of the members' logits
         if adversarial_epsilon:
             raise ValueError("adversarial training is not supported for an ensemble (ensemble_size > 1)")
@@ -354,14 +421,22 @@ def compile_model(model: tf.keras.Model, learning_rate: float, clipnorm: float,
     training starts: a checkpoint restores it at once, and the averages start
     from the weights the training starts from.
     """
+    losses = {LOGIT: tf.keras.losses.BinaryCrossentropy(from_logits=True)}
+    metrics = {
+        LOGIT: [
+            tf.keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0),
+            tf.keras.metrics.AUC(name="auc", from_logits=True),
+        ]
+    }
+    weights = None
+    if features.PREDICTED_RATING in model.output_names:  # a training view with the rating head
+        losses[features.PREDICTED_RATING] = rating.MaskedRatingLoss()
+        metrics[features.PREDICTED_RATING] = [rating.MaskedMeanAbsoluteError(name="mae")]
+        weights = {LOGIT: 1.0, features.PREDICTED_RATING: rating.RATING_LOSS_WEIGHT}
     model.compile(
         optimizer=optimization.make_optimizer(learning_rate, clipnorm, weight_averaging),
-        loss={LOGIT: tf.keras.losses.BinaryCrossentropy(from_logits=True)},
-        metrics={
-            LOGIT: [
-                tf.keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0),
-                tf.keras.metrics.AUC(name="auc", from_logits=True),
-            ]
-        },
+        loss=losses,
+        loss_weights=weights,
+        metrics=metrics,
     )
     model.optimizer.build(model.trainable_variables)

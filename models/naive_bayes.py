@@ -114,17 +114,22 @@ class NaiveBayesScore(tf.keras.layers.Layer):
 
 
 def stacked(model: tf.keras.Model, score: NaiveBayesScore) -> tf.keras.Model:
-    """The model with the score added to its logit, and its running sum to the trajectory."""
+    """The model with the score added to its logit, and its running sum to the trajectory
+    (any other output, the rating head's, as it is)."""
     token_ids = tf.keras.Input(shape=(None,), dtype=tf.int64, name=features.TOKEN_IDS)
     outputs = model(token_ids)
     per_token = score(token_ids)
     total = tf.keras.layers.Lambda(lambda t: tf.reduce_sum(t, axis=1), name="naive_bayes_total")(per_token)
     running = tf.keras.layers.Lambda(lambda t: tf.cumsum(t, axis=1), name="naive_bayes_running")(per_token)
-    return tf.keras.Model(token_ids, {
+    stacked_outputs = {
         model_lib.LOGIT: tf.keras.layers.Add(name=model_lib.LOGIT)([outputs[model_lib.LOGIT], total]),
         features.ATTENTION: tf.keras.layers.Identity(name=features.ATTENTION)(outputs[features.ATTENTION]),
         features.TRAJECTORY: tf.keras.layers.Add(name=features.TRAJECTORY)([outputs[features.TRAJECTORY], running]),
-    }, name=f"{model.name}_naive_bayes")
+    }
+    if features.PREDICTED_RATING in outputs:  # the rating head is passed through unchanged
+        stacked_outputs[features.PREDICTED_RATING] = tf.keras.layers.Identity(name=features.PREDICTED_RATING)(
+            outputs[features.PREDICTED_RATING])
+    return tf.keras.Model(token_ids, stacked_outputs, name=f"{model.name}_naive_bayes")
 
 
 def scores(logit_model: tf.keras.Model, score: NaiveBayesScore, dataset: tf.data.Dataset):

@@ -130,6 +130,9 @@ def build_preprocessing_fn(vocab_size: int, max_len: int, token_level: str = "wo
             outputs[features.TRANSFORMED_LABEL] = tf.reshape(
                 tf.cast(_dense_ints(inputs[features.LABEL]), tf.int64), [-1]
             )
+        if features.RATING in inputs:
+            # Like the label: present in training data, absent when serving text only.
+            outputs[features.TRANSFORMED_RATING] = _optional_rating(inputs[features.RATING])
         return outputs
 
     return preprocessing_fn
@@ -165,3 +168,18 @@ def _dense_ints(value) -> tf.Tensor:
     if isinstance(value, tf.sparse.SparseTensor):
         value = tf.sparse.to_dense(value, default_value=0)
     return tf.reshape(value, [-1])
+
+
+def _optional_rating(value) -> tf.Tensor:
+    """The optional star rating as float32 [batch], 0 where an example has none.
+
+    The schema makes it an optional single value (a sparse or ragged tensor);
+    a batch where no example has one still gives one column of zeros.
+    """
+    if isinstance(value, tf.sparse.SparseTensor):
+        value = tf.sparse.to_dense(value, default_value=0)
+    elif isinstance(value, tf.RaggedTensor):
+        value = value.to_tensor(default_value=0)
+    value = tf.reshape(value, [tf.shape(value)[0], -1])
+    first = tf.pad(value, [[0, 0], [0, 1]])[:, 0]  # the single value, or the padded 0
+    return tf.cast(first, tf.float32)

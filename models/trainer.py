@@ -76,12 +76,14 @@ def length_batched_dataset(
     shuffle_batches: bool,
     seed: int | None,
     length_multiple: int = 1,
+    rating: bool = False,
 ) -> tf.data.Dataset:
     """Groups parsed examples into batches of similar length, trimmed to their longest.
 
     Examples are read in windows of `sort_window_batches` batches, sorted by
     length inside the window and cut into batches. The order of batches is then
     shuffled (when training) so the model does not see lengths in order.
+    With `rating` the targets also hold the star rating (0 = none) for the rating head.
     """
     window = batch_size * sort_window_batches
 
@@ -95,7 +97,10 @@ def length_batched_dataset(
     def to_model_inputs(batch):
         ids = trim_to_longest(batch[features.TOKEN_IDS], batch[features.LENGTH], length_multiple)
         label = tf.cast(batch[features.TRANSFORMED_LABEL], tf.float32)
-        return ids, {model_lib.LOGIT: label}
+        targets = {model_lib.LOGIT: label}
+        if rating:
+            targets[features.PREDICTED_RATING] = tf.cast(batch[features.TRANSFORMED_RATING], tf.float32)
+        return ids, targets
 
     dataset = dataset.batch(window).map(sort_window).flat_map(split_window)
     if shuffle_batches:
@@ -135,17 +140,44 @@ def input_fn(
     shuffle_buffer: int = 10_000,
     seed: int | None = None,
     length_multiple: int = 1,
+    rating: bool = False,
 ) -> tf.data.Dataset:
     files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no transformed examples match {file_patterns}")
     check_complete(files)
     feature_spec = tf_transform_output.transformed_feature_spec()
+    if rating and features.TRANSFORMED_RATING not in feature_spec:
+        raise ValueError(NO_RATINGS + " (the transformed examples have no rating feature: the schema or the "
+                         "source has none)")
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(1024).map(lambda records: tf.io.parse_example(records, feature_spec)).unbatch()
-    return length_batched_dataset(dataset, batch_size, sort_window_batches, shuffle, seed, length_multiple)
+    return length_batched_dataset(dataset, batch_size, sort_window_batches, shuffle, seed, length_multiple, rating)
+
+
+NO_RATINGS = ("model.rating_head is on, but the training split holds no star rating: set model.rating_head=false "
+              "(--set model.rating_head=false)")
+
+
+def check_has_ratings(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput) -> int:
+    """How many transformed examples carry a rating; ValueError (NO_RATINGS) when none does.
+
+    One pass that parses the rating alone: a rating head trained on no
+    rating would serve the untrained head's guesses.
+    """
+    spec = tf_transform_output.transformed_feature_spec()
+    if features.TRANSFORMED_RATING not in spec:
+        raise ValueError(NO_RATINGS + " (the transformed examples have no rating feature)")
+    files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
+    only_rating = {features.TRANSFORMED_RATING: spec[features.TRANSFORMED_RATING]}
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096).map(
+        lambda records: tf.io.parse_example(records, only_rating)[features.TRANSFORMED_RATING])
+    rated = sum(int(tf.math.count_nonzero(ratings > 0)) for ratings in dataset)
+    if not rated:
+        raise ValueError(NO_RATINGS)
+    return rated
 
 
 class SentimentExportModule(tf.Module):
@@ -173,13 +205,16 @@ class SentimentExportModule(tf.Module):
         probability = tf.sigmoid(outputs[model_lib.LOGIT])
         # Steps past a text's own length are padding: report them as 0.
         real = tf.sequence_mask(lengths, tf.shape(ids)[1], dtype=probability.dtype)
-        return {
+        served = {
             features.PROBABILITY: probability,
             features.PREDICTED_LABEL: tf.cast(probability >= 0.5, tf.int64),
             features.ATTENTION: outputs[features.ATTENTION] * real,
             features.TRAJECTORY: tf.sigmoid(outputs[features.TRAJECTORY]) * real,
             features.TOKEN_LENGTH: lengths,
         }
+        if features.PREDICTED_RATING in outputs:  # model.rating_head: the star rating, in [1, 10]
+            served[features.PREDICTED_RATING] = outputs[features.PREDICTED_RATING]
+        return served
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve_text(self, text):
@@ -189,10 +224,11 @@ class SentimentExportModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_tf_examples(self, serialized):
-        """Serialized tf.Examples in (what TFMA sends); probability and label out."""
+        """Serialized tf.Examples in (what TFMA sends); probability and label (and rating) out."""
         raw = tf.io.parse_example(serialized, self._serving_feature_spec)
         outputs = self._predict_transformed(self.tft_layer(raw))
-        return {key: outputs[key] for key in (features.PROBABILITY, features.PREDICTED_LABEL)}
+        keys = (features.PROBABILITY, features.PREDICTED_LABEL, features.PREDICTED_RATING)
+        return {key: outputs[key] for key in keys if key in outputs}
 
 
 def warmup_texts(max_len: int, length_multiple: int = 1) -> list[list[str]]:
@@ -406,7 +442,11 @@ def train(
         batch_size=training.batch_size,
         sort_window_batches=training.length_sort_window_batches,
         length_multiple=training.length_multiple,
+        rating=config.model.rating_head,
     )
+    if config.model.rating_head:
+        logging.info("Rating head: %d training examples carry a rating",
+                     check_has_ratings(train_files, tf_transform_output))
     train_dataset = input_fn(
         train_files, tf_transform_output, shuffle=True, shuffle_buffer=training.shuffle_buffer,
         seed=seed, **batching,

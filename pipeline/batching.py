@@ -116,13 +116,14 @@ def check_outputs(outputs: Iterable[str] | None) -> tuple[str, ...]:
 
 
 def select(outputs: dict[str, Any], start: int, stop: int, fields: tuple[str, ...]) -> dict[str, Any]:
-    """Rows start:stop of the asked fields; per-token fields cut to the longest length of those rows."""
+    """Rows start:stop of the asked fields; per-token fields cut to the longest length of those rows.
+    A field the model does not output (rating, without a rating head) is left out."""
     width = None
     if any(name in predict.PER_TOKEN_OUTPUTS for name in fields) and "length" in outputs:
         lengths = outputs["length"][start:stop]
         width = int(lengths.max()) if len(lengths) else 0
     return {name: (outputs[name][start:stop, :width] if name in predict.PER_TOKEN_OUTPUTS and width is not None
-                   else outputs[name][start:stop]) for name in fields}
+                   else outputs[name][start:stop]) for name in fields if name in outputs}
 
 
 class _Resolver:

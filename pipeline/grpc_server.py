@@ -21,7 +21,9 @@ Served:
                                       [batch]), label (int64 [batch]), attention and trajectory
                                       (float32 [batch, time], 0 past each text's length: the padded
                                       tensors, as TF Serving returns them) and length (int64
-                                      [batch]); `output_filter` returns only the outputs named.
+                                      [batch]), and rating (float32 [batch], the star rating 1-10) from
+                                      a model trained with model.rating_head; `output_filter`
+                                      returns only the outputs named.
                                       The answer's model_spec names the version that served.
   PredictionService.GetModelMetadata  metadata_field "signature_def": a SignatureDefMap holding the
                                       signatures this server serves (serving_default), as stored in
@@ -263,6 +265,11 @@ class PredictionService(_Handler, _prediction_servicer_base()):
         logged = ("probability", "label") if self.request_logger is not None else ()
         wanted = asked + [name for name in logged if asked and name not in asked]
         served_version, outputs = infer(self.repository, version, texts, wanted, self.predictor)
+        missing = [name for name in asked if name not in outputs]
+        if missing:  # a known output this version lacks (rating, from a model without the rating head)
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"output_filter names {_short(missing[0])}, not an output of serving_default; "
+                               f"outputs: {sorted(outputs)}")
         response = predict_pb2.PredictResponse()
         response.model_spec.name = self.model_name
         response.model_spec.version.value = served_version

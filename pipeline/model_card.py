@@ -32,6 +32,8 @@ UNPUSHED_STEM = "model_card"
 SLICE_METRICS = ("example_count", "binary_accuracy", "auc", "precision", "recall")
 CONFUSION = ("true_positives", "false_positives", "true_negatives", "false_negatives")
 METRIC_LABELS = {"binary_accuracy": "accuracy", "auc": "AUC", "example_count": "examples"}
+# The rating head's metrics (features.RATING_MAE_METRIC, RATING_PEARSON_METRIC), listed where the run has them.
+RATING_METRICS = ("rating_mae", "rating_pearson_r")
 
 # What each dataset's model is for; other datasets get the generic text.
 DATASET_USE = {
@@ -184,7 +186,7 @@ def _splits(data) -> list[dict[str, Any]]:
 def _performance_metrics(data) -> list[dict[str, Any]]:
     metrics = []
     for slice_name, values in (data.slices or {}).items():
-        names = list(SLICE_METRICS) + (list(CONFUSION) if slice_name == "Overall" else [])
+        names = list(SLICE_METRICS) + list(RATING_METRICS) + (list(CONFUSION) if slice_name == "Overall" else [])
         for name in names:
             if name in values:
                 metrics.append({"type": name, "value": float(values[name]), "slice": slice_name})
@@ -288,6 +290,7 @@ def build_card(data) -> dict[str, Any]:
             "performance_metrics": _performance_metrics(data),
             "evaluation_data": "the test split (see model_parameters.data), sliced overall, by text length in "
                                "characters and by source file",
+            **({"rating_baseline": dict(data.rating_baseline)} if getattr(data, "rating_baseline", None) else {}),
         },
         "considerations": {
             "users": [
@@ -425,6 +428,15 @@ def to_markdown(card: dict[str, Any]) -> str:
         if all(k in overall for k in CONFUSION):
             lines += ["Confusion matrix at 0.5 (overall): " + ", ".join(
                 f"{k.replace('_', ' ')} {int(overall[k])}" for k in CONFUSION), ""]
+        if RATING_METRICS[0] in overall:
+            mae, r = overall[RATING_METRICS[0]], overall.get(RATING_METRICS[1])
+            line = (f"Star rating (the rating head's `rating` output, 1-10; rated test reviews, overall): MAE "
+                    f"{_cell(float(mae))} stars, Pearson's r {_cell(float(r)) if r is not None else '-'}")
+            baseline = quant.get("rating_baseline") or {}
+            if "class_mean_mae" in baseline:
+                line += (f"; predicting the mean rating of the review's true class: MAE "
+                         f"{_cell(float(baseline['class_mean_mae']))}")
+            lines += [line + ". Not gated.", ""]
     else:
         lines += ["No evaluation in this run.", ""]
     lines += ["## The gate", "", f"Thresholds on the {gate['slice']} slice:", ""] + _threshold_lines(gate) + [""]

@@ -29,6 +29,9 @@ GATE_ID = "DataValidationGate"
 # How many of the newest validations the drift check chooses the previous span from.
 DRIFT_HISTORY = 100
 TRANSFORM_ID = "Transform"
+# The rating head's metrics on the test split (model.rating_head), as TFMA names them.
+RATING_MAE = features.RATING_MAE_METRIC
+RATING_PEARSON_R = features.RATING_PEARSON_METRIC
 
 
 def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
@@ -37,6 +40,13 @@ def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
     Slices: overall, by text-length bucket and by source file (raw features
     ExampleGen writes). The gates apply to the overall slice: accuracy above
     min_accuracy and within max_accuracy_drop of the baseline, AUC above min_auc.
+
+    With model.rating_head the model has two outputs (probability and rating),
+    each with its own label; the classifier's metrics and gates are those of
+    the `probability` output (their metric keys then carry that output name;
+    readers go by metric name), and the rating gets its mean absolute error
+    (RATING_METRICS) and Pearson's r, candidate only (a baseline trained
+    without the head has no rating), ungated.
     """
     gate = dataset.evaluation
     accuracy_threshold = tfma.MetricThreshold(
@@ -50,14 +60,34 @@ def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
     # bound): such a split must never bless, whatever min_auc is set to.
     auc_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": max(gate.min_auc, MIN_DEFINED_AUC)}))
+    rating_head = dataset.model.rating_head
+    if rating_head:
+        model_spec = tfma.ModelSpec(
+            signature_name=features.TF_EXAMPLE_SIGNATURE,
+            label_keys={features.PROBABILITY: features.LABEL, features.PREDICTED_RATING: features.RATING},
+            prediction_keys={features.PROBABILITY: features.PROBABILITY,
+                             features.PREDICTED_RATING: features.PREDICTED_RATING},
+        )
+    else:
+        model_spec = tfma.ModelSpec(
+            signature_name=features.TF_EXAMPLE_SIGNATURE,
+            label_key=features.LABEL,
+            prediction_key=features.PROBABILITY,
+        )
+    classifier_outputs = [features.PROBABILITY] if rating_head else []
+    rating_specs = [
+        tfma.MetricsSpec(
+            output_names=[features.PREDICTED_RATING],
+            model_names=[tfma.CANDIDATE_KEY],  # TFMA names the only model "" when there is no baseline
+            metrics=[
+                tfma.MetricConfig(class_name="MeanAbsoluteError", config=json.dumps({"name": RATING_MAE})),
+                tfma.MetricConfig(class_name="PearsonCorrelation", module="models.rating",
+                                  config=json.dumps({"name": RATING_PEARSON_R})),
+            ],
+        )
+    ] if rating_head else []
     return tfma.EvalConfig(
-        model_specs=[
-            tfma.ModelSpec(
-                signature_name=features.TF_EXAMPLE_SIGNATURE,
-                label_key=features.LABEL,
-                prediction_key=features.PROBABILITY,
-            )
-        ],
+        model_specs=[model_spec],
         slicing_specs=[
             tfma.SlicingSpec(),
             tfma.SlicingSpec(feature_keys=[LENGTH_BUCKET]),
@@ -65,6 +95,7 @@ def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
         ],
         metrics_specs=[
             tfma.MetricsSpec(
+                output_names=classifier_outputs,
                 metrics=[
                     tfma.MetricConfig(class_name="ExampleCount"),
                     # A MetricConfig.threshold would apply to every slice (a small slice could
@@ -90,7 +121,8 @@ def make_eval_config(dataset: configs.DatasetConfig) -> tfma.EvalConfig:
                     tfma.MetricConfig(class_name="TrueNegatives"),
                     tfma.MetricConfig(class_name="FalseNegatives"),
                 ]
-            )
+            ),
+            *rating_specs,
         ],
     )
 

@@ -54,7 +54,9 @@ def tokens_of(texts: list[str]) -> list[list[str]]:
 
 
 # The answer's keys per text, in this order; the per-token ones are cut to the text's own length.
-OUTPUTS = ("label", "probability", "length", "attention", "trajectory")
+# "rating" (the predicted star rating, 1-10) only from a model trained with model.rating_head.
+OUTPUTS = ("label", "probability", "rating", "length", "attention", "trajectory")
+FLOAT_OUTPUTS = ("probability", "rating")
 PER_TOKEN_OUTPUTS = ("attention", "trajectory")
 
 
@@ -68,20 +70,21 @@ def run_signature(signature, texts: list[str]) -> dict[str, Any]:
 def rows(outputs: dict[str, Any], fields: Iterable[str] = OUTPUTS) -> list[dict[str, Any]]:
     """Per text, the `fields` of `outputs` (numpy arrays, one row per text) as Python values.
 
-    label and length become ints, probability a float, attention and trajectory
+    label and length become ints, probability and rating floats, attention and trajectory
     lists of floats cut to the text's length (per-token fields need "length" in
     `outputs`). The values are those of float()/int() on the arrays' elements.
+    A field the model does not output (rating, without a rating head) is left out.
     """
     import numpy as np
 
-    fields = [f for f in OUTPUTS if f in set(fields)]
+    fields = [f for f in OUTPUTS if f in set(fields) and f in outputs]
     columns = []
     lengths = np.asarray(outputs["length"]).astype(np.int64).tolist() if "length" in outputs else None
     for name in fields:
         value = np.asarray(outputs[name])
         if name in PER_TOKEN_OUTPUTS:
             columns.append([value[i, :n].tolist() for i, n in enumerate(lengths)])
-        elif name == "probability":
+        elif name in FLOAT_OUTPUTS:
             columns.append(value.astype(np.float64).tolist())
         else:
             columns.append(value.astype(np.int64).tolist())
@@ -104,7 +107,8 @@ def predict(signature, texts: list[str], with_tokens: bool = True) -> list[dict[
 def format_prediction(text: str, result: dict[str, Any], width: int = 30) -> str:
     label = "positive" if result["label"] == 1 else "negative"
     shown = text if len(text) <= 100 else text[:97] + "..."
-    lines = [f"{shown!r}", f"  {label}  (probability of positive {result['probability']:.4f}, "
+    rating = f", rating {result['rating']:.1f}/10" if "rating" in result else ""
+    lines = [f"{shown!r}", f"  {label}  (probability of positive {result['probability']:.4f}{rating}, "
              f"{result['length']} tokens)"]
     if result["length"]:
         lines.append(f"  {'token':<18} {'attention':>9}  {'P(pos) after it':>15}")

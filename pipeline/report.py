@@ -7,7 +7,9 @@ Written after every local run to `<pipeline root>/report/index.html`:
 * training curves (loss, accuracy and AUC when the model computed it, per
   epoch, train vs validation) from the Trainer's `history.json` (ModelRun artifact);
 * TFMA metrics per slice (overall, text-length bucket, source) and the
-  confusion matrix at 0.5 (overall slice);
+  confusion matrix at 0.5 (overall slice); with the rating head, the star
+  rating's MAE and Pearson's r per slice, beside the MAE of predicting the
+  mean rating of each test review's true class (class means from the train split);
 * data statistics from TFDV (StatisticsGen) per split;
 * a few test reviews with each token shaded by its attention weight and the
   trajectory (probability of positive after each token) plotted.
@@ -69,6 +71,8 @@ class ReportData:
     serving_dir: str | None = None
     # ExampleGen's input: {"input_base", "eval_percent", "test_percent"}.
     data_source: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # With the rating head: rating_baseline()'s MAE of predicting each test review's true-class mean rating.
+    rating_baseline: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 # --- gathering ------------------------------------------------------------------------------------
@@ -154,6 +158,38 @@ def sample_test_reviews(examples_uri: str, count: int = SAMPLE_REVIEWS, max_char
         if all(len(v) >= count // 2 for v in by_label.values()):
             break
     return [(t, 1) for t in by_label[1]] + [(t, 0) for t in by_label[0]]
+
+
+def rating_baseline(examples_uri: str) -> dict[str, Any]:
+    """The MAE, on the rated test examples, of predicting the mean rating of each one's true class
+    (class means over the rated train examples) and of predicting the overall train mean; {} without
+    ratings. One pass over ExampleGen's train and test splits, parsing the label and rating only."""
+    import numpy as np
+    import tensorflow as tf
+
+    from models import features
+
+    spec = {features.LABEL: tf.io.FixedLenFeature([], tf.int64),
+            features.RATING: tf.io.FixedLenFeature([], tf.int64, default_value=0)}
+    columns = {}
+    for split in ("train", "test"):
+        files = sorted(str(p) for p in (Path(examples_uri) / f"Split-{split}").glob("*.gz"))
+        if not files:
+            return {}
+        parsed = [tf.io.parse_example(records, spec) for records in
+                  tf.data.TFRecordDataset(files, compression_type="GZIP").batch(8192)]
+        columns[split] = {key: np.concatenate([p[key].numpy() for p in parsed]) for key in spec}
+    train, test = columns["train"], columns["test"]
+    rated, test_rated = train[features.RATING] > 0, test[features.RATING] > 0
+    labels = (0, 1)
+    if not test_rated.any() or not all((rated & (train[features.LABEL] == c)).any() for c in labels):
+        return {}
+    means = {c: float(train[features.RATING][rated & (train[features.LABEL] == c)].mean()) for c in labels}
+    actual = test[features.RATING][test_rated]
+    by_class = np.where(test[features.LABEL][test_rated] == 1, means[1], means[0])
+    return {"class_mean_mae": float(np.abs(actual - by_class).mean()),
+            "overall_mean_mae": float(np.abs(actual - train[features.RATING][rated].mean()).mean()),
+            "class_means": {"negative": means[0], "positive": means[1]}, "rated_test_examples": int(actual.size)}
 
 
 # TFMA's metric names of the gate's metric classes.
@@ -303,6 +339,7 @@ def gather_run_context(metadata, run_id: str) -> dict[str, Any]:
 
 
 def gather(metadata, summary) -> ReportData:
+    from models import features
     from pipeline import predict
 
     artifacts = _run_artifacts(metadata, summary.run_id)
@@ -316,12 +353,19 @@ def gather(metadata, summary) -> ReportData:
     stats_uris = [u for u in artifacts.get("ExampleStatistics", []) if f"{os.sep}StatisticsGen{os.sep}" in u]
     statistics = load_statistics(stats_uris[0]) if stats_uris else {}
     reviews: list[dict[str, Any]] = []
+    baseline: dict[str, Any] = {}
     if summary.model_uri and artifacts.get("Examples"):  # noqa: SIM102
         from tfx.utils import path_utils
 
         # ExampleGen's raw examples, not Transform's transformed ones (both are Examples).
         raw = [uri for uri in artifacts["Examples"] if f"{os.sep}ExampleGen{os.sep}" in uri] or artifacts["Examples"]
         samples = sample_test_reviews(raw[0])
+        if features.RATING_MAE_METRIC in slices.get("Overall", {}):
+            try:
+                baseline = rating_baseline(raw[0])
+            except Exception:
+                logger.exception("Computing the rating baseline failed")
+                baseline = {}
         if samples:
             signature = predict.load_signature(Path(path_utils.serving_model_path(summary.model_uri)))
             texts = [t for t, _ in samples]
@@ -334,6 +378,7 @@ def gather(metadata, summary) -> ReportData:
             infra = json.loads(path.read_text())
     data = ReportData(summary.pipeline_name, summary.run_id, dataclasses.asdict(summary), history, slices,
                       statistics, reviews, infra)
+    data.rating_baseline = baseline
     # What the model card needs beyond the page; a part that cannot be read leaves its field empty.
     try:
         context = gather_run_context(metadata, summary.run_id)
@@ -558,7 +603,7 @@ def render(data: ReportData, out_dir: Path, card=None, card_error: str | None = 
         "infra_failures": "; ".join(data.infra.get("failures") or []),
         "components": None, "card": None, "card_error": card_error, "curves": [],
         "slices": None, "slices_img": False, "confusion_img": False,
-        "statistics": None, "text_length_img": False, "reviews": [],
+        "statistics": None, "text_length_img": False, "reviews": [], "rating": None,
     }
     components = summary.get("components") or []
     if components:
@@ -577,6 +622,7 @@ def render(data: ReportData, out_dir: Path, card=None, card_error: str | None = 
                 for name, m in data.slices.items()]
         context["slices"] = _table(["slice"] + metric_names, rows)
         context["slices_img"] = plot_slices(data.slices, out_dir / "slices.png")
+        context["rating"] = rating_section(data)
         counts = confusion_counts(data.slices.get("Overall", {}))
         if counts:
             plot_confusion_matrix(counts, out_dir / "confusion_matrix.png")
@@ -604,12 +650,28 @@ def render(data: ReportData, out_dir: Path, card=None, card_error: str | None = 
         context["reviews"].append({
             "truth": "positive" if review["true_label"] == 1 else "negative",
             "verdict": "positive" if review["label"] == 1 else "negative",
-            "probability": float(review["probability"]), "tokens": _shaded_tokens(review), "image": image})
+            "probability": float(review["probability"]), "tokens": _shaded_tokens(review), "image": image,
+            "rating": float(review["rating"]) if "rating" in review else None})
 
     page = _environment().get_template(TEMPLATE).render(**context)
     path = out_dir / REPORT_FILE
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def rating_section(data: ReportData) -> dict[str, Any] | None:
+    """The rating head's MAE and Pearson's r per slice and the baselines' MAE; None without the head."""
+    from models import features
+
+    names = (features.RATING_MAE_METRIC, features.RATING_PEARSON_METRIC)
+    rows = [[name, m[names[0]], m.get(names[1], float("nan"))] for name, m in (data.slices or {}).items()
+            if names[0] in m]
+    if not rows:
+        return None
+    baseline = data.rating_baseline or {}
+    return {"table": _table(["slice", "MAE (stars)", "Pearson's r"], rows),
+            "class_mean_mae": _fmt(baseline["class_mean_mae"]) if "class_mean_mae" in baseline else None,
+            "overall_mean_mae": _fmt(baseline["overall_mean_mae"]) if "overall_mean_mae" in baseline else None}
 
 
 def publish(data: ReportData, out_dir: Path) -> Path:

@@ -9,14 +9,16 @@ Request bodies: `{"instances": ["text", ...]}` (or `[{"text": "..."}, ...]`), or
 `{"inputs": ["text", ...]}` (or `{"inputs": {"text": [...]}}`), optionally with
 `"signature_name": "serving_default"` beside them (the default; the only signature
 that takes raw text, so any other name is a 400). The answer is
-`{"predictions": [{"probability", "label", "length", "attention", "trajectory"}, ...]}`,
+`{"predictions": [{"probability", "label", "length", "attention", "trajectory"}, ...]}`
+(and "rating", the predicted star rating 1-10, from a model trained with model.rating_head),
 with attention and trajectory cut to each text's own tokens. (For `inputs` TF
 Serving answers `{"outputs": ...}`; here both answer `predictions`.)
 
 Fewer outputs (REST's equivalent of gRPC's `output_filter`): a body field
 `"output_filter": ["probability", "label"]` beside instances/inputs answers only
-the outputs named (any of label, probability, length, attention, trajectory; an
-empty list or none means all). Attention and trajectory are the bulk of the
+the outputs named (any of label, probability, rating, length, attention, trajectory;
+an empty list or none means all the model has; naming rating for a model without
+it is a 400). Attention and trajectory are the bulk of the
 answer for long texts: a client that needs only the score should ask for it.
 
 Server-side batching (pipeline/batching.py, on by default; `--no-batching`):
@@ -568,6 +570,10 @@ def create_app(repository: ModelRepository, model_name: str, max_instances: int 
             served_version, outputs = predictor.predict(wanted, texts, {*fields, *logged, "length"})
         except batching.PredictError as exc:
             return error(str(exc), exc.http_status)
+        missing = [name for name in fields if name not in outputs] if body.get("output_filter") else []
+        if missing:  # asked by name, but this version does not output it (rating without a rating head)
+            return error(f"output_filter names {missing[0]!r}, not an output of version {served_version}; its "
+                         f"outputs: {', '.join(name for name in predict.OUTPUTS if name in outputs)}", 400)
         if request_logger is not None:  # never raises, never waits for the disk
             request_logger.log(served_version, texts, predict.rows(outputs, logged))
         answer = {"predictions": predict.rows(outputs, fields), "model_version": str(served_version)}

@@ -18,9 +18,11 @@ VOCAB = 50
 @pytest.fixture(scope="module")
 def model():
     tf.keras.utils.set_random_seed(0)
-    # Dropout everywhere: it must be inactive at inference and survive export.
+    # Dropout everywhere: it must be inactive at inference and survive export. With the rating
+    # head, so that its output is held to the same padding invariance.
     return model_lib.build_model(VOCAB, embedding_dim=8, rnn_units=8, rnn_layers=2, attention_units=8,
-                                 dense_units=8, embedding_dropout=0.5, rnn_dropout=0.3, dense_dropout=0.5)
+                                 dense_units=8, embedding_dropout=0.5, rnn_dropout=0.3, dense_dropout=0.5,
+                                 rating_head=True)
 
 
 def test_outputs_one_logit_and_per_token_attention(model):
@@ -42,13 +44,16 @@ def test_prediction_is_the_same_alone_and_padded_in_a_batch_with_a_longer_text(m
     batched = model(padded, training=False)
     np.testing.assert_allclose(batched[model_lib.LOGIT][0], alone[model_lib.LOGIT][0], atol=1e-5)
     np.testing.assert_allclose(batched[features.ATTENTION][0, :3], alone[features.ATTENTION][0], atol=1e-5)
-    # The long text really changes the batch: its own logit differs.
+    np.testing.assert_allclose(batched[features.PREDICTED_RATING][0], alone[features.PREDICTED_RATING][0], atol=1e-5)
+    # The long text really changes the batch: its own logit and rating differ.
     assert abs(float(batched[model_lib.LOGIT][1] - batched[model_lib.LOGIT][0])) > 1e-6
+    assert abs(float(batched[features.PREDICTED_RATING][1] - batched[features.PREDICTED_RATING][0])) > 1e-6
 
 
 def test_an_all_padding_row_yields_a_finite_prediction(model):
     outputs = model(tf.constant([[0, 0, 0]], tf.int64), training=False)
     assert np.isfinite(outputs[model_lib.LOGIT].numpy()).all()
+    assert 1.0 <= float(outputs[features.PREDICTED_RATING][0]) <= 10.0
 
 
 def test_length_batching_groups_similar_lengths_trims_padding_and_loses_nothing():
