@@ -7,7 +7,8 @@ raw text through `serving_default`: a short review, a long one, the empty
 string, non-ASCII text, emoji, and 20,000 characters. For each it checks the
 output keys, shapes and dtypes, that every value is finite and in [0, 1], that
 the label agrees with the probability, that attention and trajectory are 0 past
-the text's length, that the result for a text is the same alone and inside a
+the text's length, that a star rating (a model with the rating head) lies in
+[1, 10], that the result for a text is the same alone and inside a
 padded batch with every other canary, and that the slowest canary answers within
 the latency budget. A crash of the child process (a signature that raises, a
 segfault, a hang past the timeout) is a failed check, not a failed pipeline run.
@@ -36,6 +37,8 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from models import features
+
 MODEL_KEY = "model"
 BLESSING_KEY = "blessing"
 LATENCY_BUDGET_KEY = "latency_budget_ms"
@@ -46,6 +49,9 @@ NOT_BLESSED_FILE = "INFRA_NOT_BLESSED"
 
 SERVING_SIGNATURE = "serving_default"
 OUTPUT_KEYS = ("probability", "label", "attention", "trajectory", "length")
+# Checked where the model has it (the rating head): within the star scale.
+RATING_KEY = features.PREDICTED_RATING
+RATING_RANGE = (features.RATING_MIN, features.RATING_MAX)
 TOLERANCE = 1e-4
 LATENCY_REPEATS = 5
 
@@ -107,6 +113,12 @@ def _check_one(name: str, text: str, out: dict[str, Any], failures: list[str]) -
                         f"probability {float(probability[0]):.6f}")
     if n > 0 and abs(float(attention[0, :n].sum()) - 1.0) > 1e-3:
         failures.append(f"{name}: attention over the text sums to {float(attention[0, :n].sum()):.4f}, not 1")
+    if RATING_KEY in out:  # the rating head's star rating (model.rating_head)
+        rating = np.asarray(out[RATING_KEY], dtype="float64")
+        if rating.shape != (1,) or not np.all(np.isfinite(rating)):
+            failures.append(f"{name}: rating {rating!r} is not one finite value")
+        elif not RATING_RANGE[0] <= float(rating[0]) <= RATING_RANGE[1]:
+            failures.append(f"{name}: rating {float(rating[0]):.4g} outside [{RATING_RANGE[0]:g}, {RATING_RANGE[1]:g}]")
 
 
 def run_canaries(model_dir: str, latency_budget_ms: float) -> dict[str, Any]:
@@ -164,6 +176,10 @@ def run_canaries(model_dir: str, latency_budget_ms: float) -> dict[str, Any]:
                     if abs(float(batch["probability"][i]) - float(single["probability"][0])) > TOLERANCE:
                         failures.append(f"batch: {name} probability {float(batch['probability'][i]):.6f} in a "
                                         f"batch, {float(single['probability'][0]):.6f} alone")
+                    if RATING_KEY in single and abs(float(batch[RATING_KEY][i]) - float(single[RATING_KEY][0])) > (
+                            TOLERANCE * RATING_RANGE[1]):
+                        failures.append(f"batch: {name} rating {float(batch[RATING_KEY][i]):.6f} in a batch, "
+                                        f"{float(single[RATING_KEY][0]):.6f} alone")
                     for key in ("attention", "trajectory"):
                         if not np.allclose(batch[key][i, :n], single[key][0, :n], atol=TOLERANCE):
                             failures.append(f"batch: {name} {key} differs in a batch from alone")

@@ -9,14 +9,14 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # noqa: E402
 
 
-def export_tiny_model(tft_output, export_dir: str, seed: int = 0) -> str:
+def export_tiny_model(tft_output, export_dir: str, seed: int = 0, rating_head: bool = False) -> str:
     """The pipeline's own export (Transform graph + Keras model), untrained."""
     from models import model as model_lib
     from models import trainer
 
     tf.keras.utils.set_random_seed(seed)
     clf = model_lib.build_model(trainer.embedding_input_dim(tft_output), embedding_dim=8, rnn_units=8,
-                                attention_units=8, dense_units=8)
+                                attention_units=8, dense_units=8, rating_head=rating_head)
     trainer.export_model(clf, tft_output, export_dir)
     return export_dir
 
@@ -39,14 +39,15 @@ class _CrashesOnEmpty(tf.Module):
 
 
 class _OutOfRange(_CrashesOnEmpty):
-    """Answers everything, but with a 'probability' of 1.5."""
+    """Answers everything, but with a 'probability' of 1.5 and a star 'rating' of 11."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(self, text):
         batch = tf.shape(text)[0]
         zeros = tf.zeros([batch, 1])
         return {"probability": tf.fill([batch], 1.5), "label": tf.ones([batch], tf.int64),
-                "attention": zeros, "trajectory": zeros, "length": tf.zeros([batch], tf.int64)}
+                "attention": zeros, "trajectory": zeros, "length": tf.zeros([batch], tf.int64),
+                "rating": tf.fill([batch], 11.0)}
 
 
 def export_module(module: tf.Module, export_dir: str) -> str:

@@ -33,6 +33,17 @@ def test_a_servable_model_passes_every_canary_in_a_separate_process(good_result)
     assert good_result["checks"]["emoji"]["length"] > 0
 
 
+def test_a_model_with_the_rating_head_passes_with_its_rating_checked(tiny_transform, tmp_path):
+    _, tft_output = tiny_transform
+    model_dir = serving_models.export_tiny_model(tft_output, str(tmp_path / "rated"), rating_head=True)
+    result = infra_validator.run_canaries(model_dir, 10_000.0)
+    assert result["blessed"] is True, result["failures"]
+    import tensorflow as tf
+
+    served = tf.saved_model.load(model_dir).signatures["serving_default"](text=tf.constant(["great", ""]))
+    assert infra_validator.RATING_KEY in served  # so the canaries above did check a rating
+
+
 def test_the_canaries_cover_what_the_issue_lists():
     canaries = infra_validator.CANARIES
     assert canaries["empty"] == ""
@@ -56,6 +67,7 @@ def test_out_of_range_outputs_and_a_blown_latency_budget_fail(tmp_path, good_mod
     bad = infra_validator.run_canaries(serving_models.export_out_of_range(str(tmp_path / "bad")), 10_000.0)
     assert bad["blessed"] is False
     assert any("probability outside [0, 1]" in f for f in bad["failures"])
+    assert any(f.endswith("rating 11 outside [1, 10]") for f in bad["failures"])
     slow = infra_validator.run_canaries(good_model, latency_budget_ms=1e-6)
     assert slow["blessed"] is False
     assert [f for f in slow["failures"] if f.startswith("latency:")]
