@@ -111,18 +111,14 @@ def rating_baselines(train: dict[str, np.ndarray], test: dict[str, np.ndarray]) 
     mean rating of the example's true class; None where the examples carry no rating."""
     if features.TRANSFORMED_RATING not in train or features.TRANSFORMED_RATING not in test:
         return None
-    train_rating, test_rating = train[features.TRANSFORMED_RATING], test[features.TRANSFORMED_RATING]
-    train_label, test_label = train[features.TRANSFORMED_LABEL], test[features.TRANSFORMED_LABEL]
-    rated, test_rated = train_rating > 0, test_rating > 0
-    if not rated.any() or not test_rated.any():
+    baselines = rating.class_mean_baselines(train[features.TRANSFORMED_RATING], train[features.TRANSFORMED_LABEL],
+                                            test[features.TRANSFORMED_RATING], test[features.TRANSFORMED_LABEL])
+    if baselines is None:
         return None
-    overall = float(train_rating[rated].mean())
-    class_means = {int(c): float(train_rating[rated & (train_label == c)].mean()) for c in (0, 1)}
-    by_class = np.where(test_label[test_rated] == 1, class_means[1], class_means[0])
-    return {"test_rated_examples": int(test_rated.sum()), "train_mean_rating": overall,
-            "train_class_mean_rating": {"negative": class_means[0], "positive": class_means[1]},
-            "mae_predict_overall_mean": float(np.abs(test_rating[test_rated] - overall).mean()),
-            "mae_predict_true_class_mean": float(np.abs(test_rating[test_rated] - by_class).mean())}
+    return {"test_rated_examples": baselines["rated_test_examples"], "train_mean_rating": baselines["overall_mean"],
+            "train_class_mean_rating": baselines["class_means"],
+            "mae_predict_overall_mean": baselines["overall_mean_mae"],
+            "mae_predict_true_class_mean": baselines["class_mean_mae"]}
 
 
 def train_and_test(train, valid, test, tf_transform_output, hyperparameters, seed):

@@ -125,3 +125,25 @@ def pearson_r(predicted, actual) -> float:
     if keep.sum() < 2 or predicted[keep].std() == 0 or actual[keep].std() == 0:
         return 0.0
     return float(np.corrcoef(predicted[keep], actual[keep])[0, 1])
+
+
+def class_mean_baselines(train_rating, train_label, test_rating, test_label) -> dict | None:
+    """MAE on the rated test examples of two baselines the head must beat: predicting the training
+    split's mean rating, and the mean rating of each example's true class (class means over the
+    rated training examples); None where either split has no rating or a class has none. Arrays of
+    ratings (0 = none) and labels (0/1)."""
+    import numpy as np
+
+    train_rating, train_label = np.asarray(train_rating, float), np.asarray(train_label)
+    test_rating, test_label = np.asarray(test_rating, float), np.asarray(test_label)
+    rated, test_rated = train_rating > 0, test_rating > 0
+    if not test_rated.any() or not all((rated & (train_label == c)).any() for c in (0, 1)):
+        return None
+    means = {c: float(train_rating[rated & (train_label == c)].mean()) for c in (0, 1)}
+    overall = float(train_rating[rated].mean())
+    actual = test_rating[test_rated]
+    by_class = np.where(test_label[test_rated] == 1, means[1], means[0])
+    return {"rated_test_examples": int(actual.size), "overall_mean": overall,
+            "class_means": {"negative": means[0], "positive": means[1]},
+            "overall_mean_mae": float(np.abs(actual - overall).mean()),
+            "class_mean_mae": float(np.abs(actual - by_class).mean())}

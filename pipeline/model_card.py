@@ -25,6 +25,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from models import features
+
 SCHEMA_VERSION = "0.0.2"  # Model Card Toolkit's JSON schema the keys follow
 CARDS_DIR = "model_cards"
 UNPUSHED_STEM = "model_card"
@@ -32,8 +34,8 @@ UNPUSHED_STEM = "model_card"
 SLICE_METRICS = ("example_count", "binary_accuracy", "auc", "precision", "recall")
 CONFUSION = ("true_positives", "false_positives", "true_negatives", "false_negatives")
 METRIC_LABELS = {"binary_accuracy": "accuracy", "auc": "AUC", "example_count": "examples"}
-# The rating head's metrics (features.RATING_MAE_METRIC, RATING_PEARSON_METRIC), listed where the run has them.
-RATING_METRICS = ("rating_mae", "rating_pearson_r")
+# The rating head's metrics, listed where the run has them.
+RATING_METRICS = (features.RATING_MAE_METRIC, features.RATING_PEARSON_METRIC)
 
 # What each dataset's model is for; other datasets get the generic text.
 DATASET_USE = {

@@ -167,7 +167,7 @@ def rating_baseline(examples_uri: str) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
-    from models import features
+    from models import features, rating
 
     spec = {features.LABEL: tf.io.FixedLenFeature([], tf.int64),
             features.RATING: tf.io.FixedLenFeature([], tf.int64, default_value=0)}
@@ -180,16 +180,12 @@ def rating_baseline(examples_uri: str) -> dict[str, Any]:
                   tf.data.TFRecordDataset(files, compression_type="GZIP").batch(8192)]
         columns[split] = {key: np.concatenate([p[key].numpy() for p in parsed]) for key in spec}
     train, test = columns["train"], columns["test"]
-    rated, test_rated = train[features.RATING] > 0, test[features.RATING] > 0
-    labels = (0, 1)
-    if not test_rated.any() or not all((rated & (train[features.LABEL] == c)).any() for c in labels):
+    baselines = rating.class_mean_baselines(train[features.RATING], train[features.LABEL], test[features.RATING],
+                                            test[features.LABEL])
+    if baselines is None:
         return {}
-    means = {c: float(train[features.RATING][rated & (train[features.LABEL] == c)].mean()) for c in labels}
-    actual = test[features.RATING][test_rated]
-    by_class = np.where(test[features.LABEL][test_rated] == 1, means[1], means[0])
-    return {"class_mean_mae": float(np.abs(actual - by_class).mean()),
-            "overall_mean_mae": float(np.abs(actual - train[features.RATING][rated].mean()).mean()),
-            "class_means": {"negative": means[0], "positive": means[1]}, "rated_test_examples": int(actual.size)}
+    return {key: baselines[key] for key in ("class_mean_mae", "overall_mean_mae", "class_means",
+                                            "rated_test_examples")}
 
 
 # TFMA's metric names of the gate's metric classes.

@@ -372,3 +372,13 @@ def test_the_report_and_the_model_card_show_the_rating_metrics_and_the_class_mea
         card["quantitative_analysis"]["performance_metrics"])
     assert ("MAE 1.3797 stars, Pearson's r 0.8394; predicting the mean rating of the review's true class: "
             "MAE 1.0528") in model_card.to_markdown(card)
+
+
+def test_class_mean_baselines_skip_unrated_examples_and_use_the_train_split_means():
+    # Train: negatives rated 2 and 4 (mean 3), positives 8 and 10 (mean 9); one unrated example each side.
+    baselines = rating.class_mean_baselines([2, 4, 0, 8, 10, 0], [0, 0, 0, 1, 1, 1], [1, 9, 0, 7], [0, 1, 1, 1])
+    assert baselines["class_means"] == {"negative": 3.0, "positive": 9.0}
+    assert baselines["overall_mean"] == 6.0 and baselines["rated_test_examples"] == 3
+    assert baselines["class_mean_mae"] == pytest.approx((2 + 0 + 2) / 3)
+    assert baselines["overall_mean_mae"] == pytest.approx((5 + 3 + 1) / 3)
+    assert rating.class_mean_baselines([2, 4], [0, 0], [1], [0]) is None  # no rated positive to take a mean of
