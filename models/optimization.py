@@ -12,6 +12,15 @@ updated in the compiled step right after the variables, in place, in one
 pass over each variable; it used to be a Python callback after every batch,
 as slow as the batch itself.
 
+An embedding with a sparse gradient is updated only up to the highest row a
+gradient has reached so far (its high-water mark, an optimizer variable).
+Rows past it have never had a gradient: their moments are zero, so Adam
+moves them by exactly zero, and their average equals them. Skipping them is
+the same update at a fraction of the cost where most rows are never trained:
+the polarity vocabulary's 100k pretrained-only words (ids after the 17.5k the
+training split holds). The reached rows are gathered and scattered, not
+sliced: assigning to a slice of a variable copies the whole matrix first.
+
 The averages are optimizer variables: Keras' BackupAndRestore checkpoints
 them with the raw weights, and `Model.fit` puts them into the model's
 variables when training ends (`finalize_variable_values`).
@@ -25,28 +34,67 @@ import tensorflow as tf
 
 
 class FusedAdam(tf.keras.optimizers.Adam):
-    """tf.keras.optimizers.Adam (not amsgrad) with the update of each variable in one kernel."""
+    """tf.keras.optimizers.Adam (not amsgrad): each dense update in one kernel, a sparse one on the rows reached."""
+
+    def build(self, var_list):
+        if getattr(self, "_built", False):
+            return
+        super().build(var_list)
+        # Per variable: how many leading rows a sparse gradient has reached (see the module's docstring).
+        self._rows_reached = [self.add_variable(shape=(), dtype=tf.int64, name="rows_reached") for _ in var_list]
+        # Keys of the variables a sparse gradient has updated (known while the step is traced).
+        self._sparse_keys = set()
+
+    def _reached(self, variable) -> tf.Variable:
+        return self._rows_reached[self._index_dict[self._var_key(variable)]]
 
     def update_step(self, gradient, variable):
         if self.amsgrad or variable.dtype != tf.float32:
             return super().update_step(gradient, variable)
-        dtype = variable.dtype
-        local_step = tf.cast(self.iterations + 1, dtype)
-        beta_1 = tf.cast(self.beta_1, dtype)
-        beta_2 = tf.cast(self.beta_2, dtype)
-        beta_2_power = tf.pow(beta_2, local_step)
-        epsilon = tf.cast(self.epsilon, dtype)
-        if self.adaptive_epsilon:
-            epsilon = epsilon * tf.sqrt(1 - beta_2_power)
         if isinstance(gradient, tf.IndexedSlices):
-            # Duplicate rows add up, as Keras' scatter_add does.
-            gradient = tf.math.unsorted_segment_sum(gradient.values, gradient.indices, tf.shape(variable)[0])
+            self._sparse_keys.add(self._var_key(variable))
+            return self._update_reached_rows(gradient, variable)
+        if self._var_key(variable) in self._sparse_keys:
+            # A dense gradient where a sparse one came before: every row moves from now on.
+            self._reached(variable).assign(tf.shape(variable, out_type=tf.int64)[0])
+        beta_1, beta_2, beta_1_power, beta_2_power, epsilon = self._coefficients(variable.dtype)
         index = self._index_dict[self._var_key(variable)]
         # var -= lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon), as Keras' Adam.
         tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
-            beta1_power=tf.pow(beta_1, local_step), beta2_power=beta_2_power,
-            lr=tf.cast(self.learning_rate, dtype), beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=gradient)
+            beta1_power=beta_1_power, beta2_power=beta_2_power, lr=tf.cast(self.learning_rate, variable.dtype),
+            beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=gradient)
+
+    def _coefficients(self, dtype):
+        """beta_1, beta_2, their powers at this step and epsilon, as Keras' Adam computes them."""
+        local_step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        beta_2_power = tf.pow(beta_2, local_step)
+        epsilon = tf.cast(self.epsilon, dtype)
+        if self.adaptive_epsilon:
+            epsilon = epsilon * tf.sqrt(1 - beta_2_power)
+        return beta_1, beta_2, tf.pow(beta_1, local_step), beta_2_power, epsilon
+
+    def _update_reached_rows(self, gradient: tf.IndexedSlices, variable):
+        """Adam on the rows up to the highest any sparse gradient has reached: the same
+        update as on the whole matrix (rows past it have zero moments), written as
+        ResourceApplyAdam computes it."""
+        reached = self._reached(variable)
+        rows = tf.maximum(reached, tf.reduce_max(tf.cast(gradient.indices, tf.int64)) + 1)
+        reached.assign(rows)
+        # Duplicate rows add up, as Keras' scatter_add does.
+        grad = tf.math.unsorted_segment_sum(gradient.values, gradient.indices, rows)
+        index = self._index_dict[self._var_key(variable)]
+        m, v = self._momentums[index], self._velocities[index]
+        beta_1, beta_2, beta_1_power, beta_2_power, epsilon = self._coefficients(variable.dtype)
+        alpha = tf.cast(self.learning_rate, variable.dtype) * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        reached_rows = tf.range(rows)
+        old_m, old_v = m.sparse_read(reached_rows), v.sparse_read(reached_rows)
+        new_m = old_m + (grad - old_m) * (1 - beta_1)
+        new_v = old_v + (tf.square(grad) - old_v) * (1 - beta_2)
+        m.scatter_update(tf.IndexedSlices(new_m, reached_rows))
+        v.scatter_update(tf.IndexedSlices(new_v, reached_rows))
+        variable.scatter_sub(tf.IndexedSlices(alpha * new_m / (tf.sqrt(new_v) + epsilon), reached_rows))
 
     def _update_model_variables_moving_average(self, var_list):
         if not self.use_ema or not self.ema_momentum:
@@ -59,10 +107,15 @@ class FusedAdam(tf.keras.optimizers.Adam):
         momentum = float(self.ema_momentum)
         for variable in var_list:
             average = self._model_variables_moving_average[self._index_dict[self._var_key(variable)]]
-            tf.raw_ops.ResourceApplyProximalGradientDescent(
-                var=average.handle, alpha=tf.constant(-(1.0 - momentum) / momentum, average.dtype),
-                l1=tf.constant(0.0, average.dtype), l2=tf.constant(-1.0, average.dtype),
-                delta=variable.read_value())
+            step = dict(var=average.handle, alpha=tf.constant(-(1.0 - momentum) / momentum, average.dtype),
+                        l1=tf.constant(0.0, average.dtype), l2=tf.constant(-1.0, average.dtype))
+            if self._var_key(variable) in self._sparse_keys:
+                # Past the rows reached, the weights never moved and their average equals them.
+                reached_rows = tf.range(self._reached(variable))
+                tf.raw_ops.ResourceSparseApplyProximalGradientDescent(
+                    **step, grad=variable.sparse_read(reached_rows), indices=reached_rows)
+            else:
+                tf.raw_ops.ResourceApplyProximalGradientDescent(**step, delta=variable.read_value())
 
 
 def make_optimizer(learning_rate: float, clipnorm: float, weight_averaging: float = 0.0) -> FusedAdam:

@@ -45,6 +45,31 @@ def test_the_fused_adam_takes_keras_adams_steps_and_keeps_its_moving_average(spa
         assert not np.allclose(a, weights)  # an average, not the last weights
 
 
+def test_sparse_steps_skip_the_rows_no_gradient_has_reached_and_still_take_keras_adams_steps():
+    """Row 40 is reached once, then only rows below 10: Adam must keep moving row 40 on its
+    momentum (as Keras' Adam does), and rows 41-49 (never reached) stay exactly as built."""
+    rng = np.random.default_rng(1)
+    initial = rng.standard_normal((50, 4)).astype("float32")
+    results = []
+    for optimizer in (tf.keras.optimizers.Adam(0.05, use_ema=True, ema_momentum=0.9),
+                      optimization.make_optimizer(0.05, 0.0, 0.9)):
+        table = tf.Variable(initial)
+        optimizer.build([table])
+        for step in range(6):
+            rows = tf.constant([40, 3] if step == 0 else [1, step + 2], tf.int64)
+            values = tf.constant(np.full((2, 4), step + 1.0, "float32"))
+            optimizer.apply_gradients([(tf.IndexedSlices(values, rows, tf.constant([50, 4], tf.int64)), table)])
+        (average,) = optimization.moving_averages(optimizer, [table])
+        results.append((table.numpy(), average.numpy()))
+    (want, want_average), (got, got_average) = results
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got_average, want_average, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got[40], initial[40])
+    np.testing.assert_array_equal(got[41:], initial[41:])
+    np.testing.assert_array_equal(got_average[41:], initial[41:])
+    assert int(optimizer._reached(table).numpy()) == 41
+
+
 @pytest.mark.parametrize("decay", [1.0, -0.5, 2.0])
 def test_a_decay_outside_zero_to_one_is_refused(decay):
     with pytest.raises(ValueError, match=r"weight_averaging must be in \(0, 1\)"):
