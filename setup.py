@@ -13,7 +13,9 @@ setup(
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*", "models", "models.*"]),
     package_data={"": ["*.pbtxt"], "pipeline": ["templates/*.html"]},
-    install_requires=["tfx==1.16.0", "apache-beam[gcp]==2.59.0", "matplotlib>=3.8,<4"],
+    install_requires=["tfx==1.16.0", "apache-beam[gcp]==2.59.0", "matplotlib>=3.8,<4",
+                      # The Naive Bayes weights' logistic regression (models/naive_bayes.py).
+                      "scikit-learn>=1.3,<2"],
     # The HTTP server is optional so that Airflow 2 workers (Flask 2) can install the package.
     extras_require={"serve": ["Flask>=3.1,<4", "waitress>=3,<4"], "test": ["pytest", "ruff"]},
     entry_points={"console_scripts": ["sentiment-pipeline=pipeline.__main__:main"]},

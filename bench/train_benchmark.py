@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
-from models import calibration, features, rating, trainer  # noqa: E402
+from models import calibration, features, naive_bayes, rating, trainer  # noqa: E402
 from models import model as model_lib  # noqa: E402
 from pipeline import configs, data_sources  # noqa: E402
 
@@ -121,7 +121,43 @@ def rating_baselines(train: dict[str, np.ndarray], test: dict[str, np.ndarray]) 
             "mae_predict_true_class_mean": baselines["class_mean_mae"]}
 
 
-def train_and_test(train, valid, test, tf_transform_output, hyperparameters, seed):
+def compare_stackings(train_model, train_batches, valid_batches, test_batches, id_space: int) -> dict:
+    """The same network stacked with each kind of n-gram score: orders 1-3, the ratios as they
+    are or weighed by the logistic regression (naive_bayes.logistic_weights). Each combination is
+    fitted on validation as the Trainer fits it; validation accuracy cross-fitted (each half
+    scored by the fit on the other), test accuracy by the fit on all of validation."""
+    network = {name: calibration.logits_and_labels(train_model, batches_, model_lib.LOGIT)
+               for name, batches_ in (("valid", valid_batches), ("test", test_batches))}
+    results = {}
+    for order in range(1, naive_bayes.MAX_ORDER + 1):
+        present, labels = naive_bayes.present_ngrams(train_batches, order, id_space)
+        keys, ratios = naive_bayes.ratios_of(present, labels)
+        started = time.perf_counter()
+        weighed = naive_bayes.logistic_weights(present, labels, keys, ratios)
+        logistic_seconds = time.perf_counter() - started
+        for name, values in (("ratios", ratios), ("logistic", weighed)):
+            score = naive_bayes.NaiveBayesScore(keys, values, order, id_space)
+            columns = {split: np.stack([network[split][0], np.concatenate(
+                [score(ids).numpy().sum(axis=1) for ids, _ in batches_])], axis=1)
+                for split, batches_ in (("valid", valid_batches), ("test", test_batches))}
+            (_, valid_labels), (_, test_labels) = network["valid"], network["test"]
+            weights = np.asarray(calibration.fit_logistic(columns["valid"], valid_labels))
+            stacked = columns["test"] @ weights[:-1] + weights[-1]
+            results[f"order{order}_{name}"] = {
+                "ngrams": int(keys.size),
+                "val_accuracy_cross_fitted": calibration.cross_fitted_accuracy(columns["valid"], valid_labels),
+                "val_accuracy_ngrams_alone_cross_fitted": calibration.cross_fitted_accuracy(
+                    columns["valid"][:, 1], valid_labels),
+                "test_accuracy": float(np.mean((stacked > 0) == (test_labels > 0.5))),
+                "weights": [float(w) for w in weights],
+                **({"regression_seconds": round(logistic_seconds, 1)} if name == "logistic" else {}),
+            }
+            print(f"order {order} {name}: val {results[f'order{order}_{name}']['val_accuracy_cross_fitted']:.4f}",
+                  flush=True)
+    return results
+
+
+def train_and_test(train, valid, test, tf_transform_output, hyperparameters, seed, stacking_variants=False):
     """Trains one model; returns its metrics and timings."""
     training = hyperparameters["training"]
     rating_head = bool(hyperparameters["model"].get("rating_head"))
@@ -155,15 +191,21 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
         valid_batches = batched(valid, training, False, 0)
         valid_logits, valid_labels = calibration.logits_and_labels(train_model, valid_batches, model_lib.LOGIT)
         # The Trainer's own step; the stacked model shares the network's layers with train_model.
+        id_space = trainer.embedding_input_dim(tf_transform_output, hyperparameters)
+        if stacking_variants:
+            # Before the Trainer's stacking, which folds its fit into the network's head.
+            variants = compare_stackings(train_model, batched(train, training, False, 0), valid_batches,
+                                         batched(test, training, False, 0), id_space)
         model, weights = trainer.stack_naive_bayes(model, train_model, batched(train, training, True, seed),
-                                                   valid_batches, int(training["naive_bayes_ngrams"]),
-                                                   trainer.embedding_input_dim(tf_transform_output,
-                                                                               hyperparameters))
+                                                   valid_batches, int(training["naive_bayes_ngrams"]), id_space,
+                                                   bool(training.get("naive_bayes_logistic")))
         stacking = {"val_accuracy_network": float(np.mean((valid_logits > 0) == (valid_labels > 0.5))),
                     # What calibrate_logit alone would give the same network, for comparison.
                     "val_accuracy_network_calibrated_cross_fitted": calibration.cross_fitted_accuracy(
                         valid_logits, valid_labels),
                     "weights": weights}
+        if stacking_variants:
+            stacking["variants"] = variants
         if weights:
             stacked_logits, _ = calibration.logits_and_labels(model, valid_batches, model_lib.LOGIT)
             scale, _, offset = weights
@@ -277,6 +319,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=1, help="polarity: repeated random 90/10 splits")
     parser.add_argument("--first-seed", type=int, default=0, help="polarity: seed of the first split")
     parser.add_argument("--tutorial-steps", type=int, default=0, help="0 skips the tutorial model")
+    parser.add_argument("--stacking-variants", action="store_true",
+                        help="also stack the trained network with every kind of n-gram score (compare_stackings)")
     parser.add_argument("--output")
     args = parser.parse_args()
 
@@ -311,7 +355,7 @@ def main() -> int:
             test, valid, train = np.split(order, [n // 10, n // 10 + (n - n // 10) // 10])
             pick = lambda idx: {k: v[idx] for k, v in everything.items()}  # noqa: E731
             runs.append(train_and_test(pick(train), pick(valid), pick(test), tf_transform_output,
-                                       hyperparameters, seed))
+                                       hyperparameters, seed, args.stacking_variants))
             print(f"seed {seed}: test accuracy {runs[-1]['test_accuracy']:.4f}", flush=True)
         result["protocol"] = (f"{args.seeds} seeds (from {args.first_seed}) of a random 90/10 split "
                               "(10% of the 90% for early stopping)")
@@ -321,7 +365,7 @@ def main() -> int:
         ours = runs[0]
     else:
         ours = train_and_test(splits["train"], splits["eval"], splits["test"], tf_transform_output,
-                              hyperparameters, int(dataset.training.seed))
+                              hyperparameters, int(dataset.training.seed), args.stacking_variants)
         result["protocol"] = "official IMDB split: train (90% of train), early stopping on eval (10%), test 25k"
         result["run"] = ours
     if args.tutorial_steps:

@@ -67,25 +67,60 @@ def first_occurrences(keys: tf.Tensor) -> tf.Tensor:
     return tf.reshape(first, tf.shape(keys)) & (keys > 0)
 
 
+def present_ngrams(dataset: tf.data.Dataset, order: int, id_space: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per example of a (token ids, {logit: label}) dataset: the keys of the n-grams it holds,
+    each once (binarized), and the labels (bool, positive)."""
+    present, labels = [], []
+    for ids, batch_labels in dataset:
+        keys = ngram_keys(ids, order, id_space)
+        first = first_occurrences(keys).numpy()
+        keys = keys.numpy()
+        present.extend(row[mask] for row, mask in zip(keys, first))
+        labels.append(np.asarray(batch_labels[model_lib.LOGIT]).reshape(-1) > 0.5)
+    return present, np.concatenate(labels) if labels else np.zeros(0, bool)
+
+
 def log_count_ratios(dataset: tf.data.Dataset, order: int, id_space: int,
                      alpha: float = SMOOTHING) -> tuple[np.ndarray, np.ndarray]:
     """(sorted keys, log-count ratio per key) over a (token ids, {logit: label}) dataset."""
-    present = {0: [], 1: []}
-    examples = {0: 0, 1: 0}
-    for ids, labels in dataset:
-        keys = ngram_keys(ids, order, id_space)
-        first = first_occurrences(keys).numpy()
-        keys, positive = keys.numpy(), np.asarray(labels[model_lib.LOGIT]).reshape(-1) > 0.5
-        for label, rows in ((1, positive), (0, ~positive)):
-            present[label].append(keys[rows][first[rows]])
-            examples[label] += int(rows.sum())
+    return ratios_of(*present_ngrams(dataset, order, id_space), alpha=alpha)
+
+
+def ratios_of(present: list[np.ndarray], labels: np.ndarray,
+              alpha: float = SMOOTHING) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted keys, log-count ratio per key) of present_ngrams' output."""
+    examples = {1: int(labels.sum()), 0: int((~labels).sum())}
     if not examples[0] or not examples[1]:
         raise ValueError(f"Naive Bayes needs both labels in the training split, got {examples}")
-    positive, negative = np.concatenate(present[1]), np.concatenate(present[0])
+    empty = np.zeros(0, np.int64)
+    positive = np.concatenate([empty, *(k for k, y in zip(present, labels) if y)])
+    negative = np.concatenate([empty, *(k for k, y in zip(present, labels) if not y)])
     keys = np.unique(np.concatenate([positive, negative]))
     p = np.bincount(np.searchsorted(keys, positive), minlength=keys.size) + alpha
     q = np.bincount(np.searchsorted(keys, negative), minlength=keys.size) + alpha
     return keys, np.log(p / p.sum()) - np.log(q / q.sum())
+
+
+def logistic_weights(present: list[np.ndarray], labels: np.ndarray, keys: np.ndarray, ratios: np.ndarray,
+                     inverse_l2: float = 1.0) -> np.ndarray:
+    """Per key: the ratio times its weight in a logistic regression on the ratio-scaled,
+    binarized n-grams of the training split (NBSVM, Wang & Manning 2012, with a logistic
+    loss instead of the SVM's hinge; L2-regularized, scikit-learn's C = `inverse_l2`).
+
+    Naive Bayes counts each n-gram on its own, so correlated cues (a bigram and
+    its unigrams) all add up; the regression weighs them jointly. The score
+    stays a sum over the text's n-grams: the same layer, other values.
+    """
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+
+    columns = [np.searchsorted(keys, k) for k in present]
+    indptr = np.cumsum([0] + [c.size for c in columns])
+    columns = np.concatenate([np.zeros(0, np.int64), *columns])
+    features_ = sparse.csr_matrix((ratios[columns], columns, indptr), shape=(len(present), keys.size))
+    regression = LogisticRegression(C=inverse_l2, solver="liblinear", max_iter=1000)
+    regression.fit(features_, labels)
+    return regression.coef_[0] * ratios
 
 
 class NaiveBayesScore(tf.keras.layers.Layer):
@@ -143,14 +178,18 @@ def scores(logit_model: tf.keras.Model, score: NaiveBayesScore, dataset: tf.data
 
 
 def fit_and_stack(model: tf.keras.Model, logit_model: tf.keras.Model, train_dataset: tf.data.Dataset,
-                  eval_dataset: tf.data.Dataset, order: int, id_space: int):
-    """Counts the ratios on train, fits the combination on eval; returns (stacked model, weights, features).
+                  eval_dataset: tf.data.Dataset, order: int, id_space: int, logistic: bool = False):
+    """Counts the ratios on train (with `logistic`, weighs them by a regression on train:
+    logistic_weights), fits the combination on eval; returns (stacked model, weights, features).
 
     `weights` are (network scale, Naive Bayes scale, offset), already folded in:
     the network's head carries its scale and the offset, the ratios the other scale.
     Raises ValueError where the combination is not increasing in both scores.
     """
-    keys, ratios = log_count_ratios(train_dataset, order, id_space)
+    present, labels = present_ngrams(train_dataset, order, id_space)
+    keys, ratios = ratios_of(present, labels)
+    if logistic:
+        ratios = logistic_weights(present, labels, keys, ratios)
     score = NaiveBayesScore(keys, ratios, order, id_space, name="naive_bayes")
     columns, labels = scores(logit_model, score, eval_dataset)
     weights = calibration.fit_logistic(columns, labels)

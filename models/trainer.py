@@ -489,7 +489,7 @@ def train(
     if training.naive_bayes_ngrams:
         model, history["naive_bayes_stacking"] = stack_naive_bayes(
             model, train_model, train_dataset, eval_dataset, training.naive_bayes_ngrams,
-            embedding_input_dim(tf_transform_output, config))
+            embedding_input_dim(tf_transform_output, config), training.naive_bayes_logistic)
     return model, history
 
 
@@ -512,7 +512,8 @@ def calibrate_logit(model: tf.keras.Model, train_model: tf.keras.Model,
 
 
 def stack_naive_bayes(model: tf.keras.Model, train_model: tf.keras.Model, train_dataset: tf.data.Dataset,
-                      eval_dataset: tf.data.Dataset, order: int, id_space: int) -> tuple[tf.keras.Model, list[float]]:
+                      eval_dataset: tf.data.Dataset, order: int, id_space: int,
+                      logistic: bool = False) -> tuple[tf.keras.Model, list[float]]:
     """Adds Naive Bayes n-gram scores to the logit (see models/naive_bayes.py).
 
     Returns the stacked model and its weights [network, Naive Bayes, offset];
@@ -521,12 +522,12 @@ def stack_naive_bayes(model: tf.keras.Model, train_model: tf.keras.Model, train_
     """
     try:
         stacked, weights, count = naive_bayes.fit_and_stack(model, train_model, train_dataset, eval_dataset,
-                                                           order, id_space)
+                                                           order, id_space, logistic)
     except ValueError as error:
         logging.warning("Naive Bayes n-grams left out: %s", error)
         return model, []
-    logging.info("Stacked %d n-grams (order <= %d): logit -> %.4f * logit %+.4f * naive_bayes %+.4f",
-                 count, order, *weights)
+    logging.info("Stacked %d n-grams (order <= %d%s): logit -> %.4f * logit %+.4f * naive_bayes %+.4f",
+                 count, order, ", weighed by a logistic regression" if logistic else "", *weights)
     return stacked, list(weights)
 
 

@@ -148,3 +148,42 @@ def test_cross_fitted_accuracy_takes_several_scores():
 def test_the_trainer_refuses_to_fit_the_logit_twice_before_it_trains():
     with pytest.raises(ValueError, match="turn calibrate_logit off"):
         trainer.train([], [], None, {"training": {"naive_bayes_ngrams": 2, "calibrate_logit": True}})
+
+
+def test_the_logistic_weights_score_a_text_as_the_regression_does():
+    """NBSVM-style weights (naive_bayes.logistic_weights) in the same score layer: a text's
+    summed score is the regression's decision on its ratio-scaled, binarized n-grams, less
+    the intercept (which the stacking's offset takes), and padding still scores nothing."""
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 40)
+    # Token 2 leans positive, 3 negative; 4-9 are noise; repeats count once.
+    ids = np.zeros((40, 7), np.int64)
+    for row, label in enumerate(labels):
+        length = rng.integers(2, 8)
+        ids[row, :length] = rng.choice([2 if label else 3, 4, 5, 6, 7, 8, 9], length)
+    present, positive = naive_bayes.present_ngrams(_dataset(ids, labels), order=2, id_space=VOCAB)
+    assert positive.tolist() == [bool(y) for y in labels]
+    keys, ratios = naive_bayes.ratios_of(present, positive)
+    values = naive_bayes.logistic_weights(present, positive, keys, ratios)
+    assert values[np.searchsorted(keys, 2)] > 0 > values[np.searchsorted(keys, 3)]
+
+    columns = [np.searchsorted(keys, k) for k in present]
+    x = sparse.csr_matrix((np.concatenate([ratios[c] for c in columns]), np.concatenate(columns),
+                           np.cumsum([0] + [c.size for c in columns])), shape=(len(present), keys.size))
+    regression = LogisticRegression(C=1.0, solver="liblinear", max_iter=1000).fit(x, positive)
+    score = naive_bayes.NaiveBayesScore(keys, values, 2, VOCAB)(tf.constant(ids)).numpy()
+    np.testing.assert_allclose(score.sum(axis=1), regression.decision_function(x) - regression.intercept_[0],
+                               rtol=1e-4, atol=1e-4)
+    assert np.all(score[ids == 0] == 0)
+
+
+def test_logistic_weights_need_the_ngrams_they_weigh():
+    from pipeline import configs
+
+    with pytest.raises(ValueError, match="naive_bayes_logistic weighs the Naive Bayes n-grams: set "
+                                         "training.naive_bayes_ngrams"):
+        configs.TrainingConfig(naive_bayes_logistic=True)
+    assert configs.TrainingConfig(naive_bayes_ngrams=2, naive_bayes_logistic=True).naive_bayes_logistic
