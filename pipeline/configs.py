@@ -160,7 +160,7 @@ class TrainingConfig:
                              "or set training.naive_bayes_ngrams=0")
         if self.naive_bayes_logistic and not self.naive_bayes_ngrams:
             raise ValueError("training.naive_bayes_logistic weighs the Naive Bayes n-grams: set "
-                             "training.naive_bayes_ngrams to 1-3 as well")
+                             "training.naive_bayes_ngrams to 1-3 as well, or training.naive_bayes_logistic=false")
         if self.early_stopping_monitor not in EARLY_STOPPING_MONITORS:
             raise ValueError(f"training.early_stopping_monitor {self.early_stopping_monitor!r} is not one of "
                              f"{sorted(EARLY_STOPPING_MONITORS)}")

@@ -88,7 +88,7 @@ def test_pretrained_vocabulary_needs_pretrained_vectors():
 
 def test_naive_bayes_stacking_and_platt_scaling_are_not_combined():
     assert configs.IMDB.training.naive_bayes_ngrams  # the default stacks n-gram scores
-    message = r"training.naive_bayes_ngrams=2 already fits the logit's scale .* turn calibrate_logit off"
+    message = r"training.naive_bayes_ngrams=\d already fits the logit's scale .* turn calibrate_logit off"
     # Checked by TrainingConfig.__post_init__, so every way of building one is checked.
     with pytest.raises(ValueError, match=message):
         configs.with_overrides(configs.IMDB, {"training.calibrate_logit": "true"})
@@ -99,8 +99,10 @@ def test_naive_bayes_stacking_and_platt_scaling_are_not_combined():
     with pytest.raises(ValueError, match=message):
         configs.TrainerConfig.from_custom_config({"training": {"naive_bayes_ngrams": 2, "calibrate_logit": True}})
     # The overrides are judged together, whatever their order.
-    for overrides in ({"training.calibrate_logit": "true", "training.naive_bayes_ngrams": "0"},
-                      {"training.naive_bayes_ngrams": "0", "training.calibrate_logit": "true"}):
+    for overrides in ({"training.calibrate_logit": "true", "training.naive_bayes_ngrams": "0",
+                       "training.naive_bayes_logistic": "false"},
+                      {"training.naive_bayes_ngrams": "0", "training.naive_bayes_logistic": "false",
+                       "training.calibrate_logit": "true"}):
         platt_only = configs.with_overrides(configs.IMDB, overrides)
         assert configs.trainer_hyperparameters(platt_only)["training"]["calibrate_logit"] is True
 

@@ -186,4 +186,7 @@ def test_logistic_weights_need_the_ngrams_they_weigh():
     with pytest.raises(ValueError, match="naive_bayes_logistic weighs the Naive Bayes n-grams: set "
                                          "training.naive_bayes_ngrams"):
         configs.TrainingConfig(naive_bayes_logistic=True)
+    # Turning the n-grams off on a dataset that weighs them names both settings.
+    with pytest.raises(ValueError, match="or training.naive_bayes_logistic=false"):
+        configs.with_overrides(configs.IMDB, {"training.naive_bayes_ngrams": "0"})
     assert configs.TrainingConfig(naive_bayes_ngrams=2, naive_bayes_logistic=True).naive_bayes_logistic
