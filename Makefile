@@ -111,14 +111,27 @@ SPANS_DIR ?= outputs/spans/$(DATASET)
 spans: $(STAMP)
 	$(PY) -m pipeline make-spans --dataset $(DATASET) --spans $(SPANS) --out $(SPANS_DIR) $(ARGS)
 
-# The whole continuous-training scenario (about 45 min on 2 cores): IMDB in 5 spans, warm and cold
-# runs interleaved, then a 90 %-positive and a polarity span that the drift check must stop;
-# writes bench/results/span_replay_imdb.json.
 # The pipeline with and without the reader pretrained on unlabeled text (~25 min for IMDB on 2 cores).
 .PHONY: pretraining-compare
 pretraining-compare: $(STAMP)
 	$(PY) bench/pretraining_compare.py --dataset $(DATASET) --output-dir $(OUTPUT_DIR)/pretraining-compare
 
+# On a pipeline run's Transform output (make pipeline first, same OUTPUT_DIR):
+# the Trainer's epochs timed per setting, each in a process of its own, with nothing else
+# running (ARGS: --variant NAME=KEY=VALUE,... --code OTHER_CHECKOUT); writes bench/results/.
+.PHONY: epoch-speed stacking-variants
+epoch-speed: $(STAMP)
+	$(PY) bench/epoch_speed.py --dataset $(DATASET) --output-dir $(OUTPUT_DIR) $(ARGS)
+
+# One trained network stacked with every n-gram score (orders 1-3, ratios or regression weights),
+# each fitted on validation as the Trainer fits it (IMDB about 7 min, polarity about 6).
+stacking-variants: $(STAMP)
+	$(PY) bench/train_benchmark.py --dataset $(DATASET) --output-dir $(OUTPUT_DIR) --stacking-variants \
+	    --output bench/results/train_$(DATASET)_stacking_variants.json $(ARGS)
+
+# The whole continuous-training scenario (about 45 min on 2 cores): IMDB in 5 spans, warm and cold
+# runs interleaved, then a 90 %-positive and a polarity span that the drift check must stop;
+# writes bench/results/span_replay_imdb.json.
 .PHONY: replay-spans monitor-skew
 REPLAY_DIR ?= outputs/replay
 OUTPUT_DIR ?= outputs
