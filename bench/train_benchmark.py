@@ -121,21 +121,26 @@ def rating_baselines(train: dict[str, np.ndarray], test: dict[str, np.ndarray]) 
             "mae_predict_true_class_mean": baselines["class_mean_mae"]}
 
 
-def compare_stackings(train_model, train_batches, valid_batches, test_batches, id_space: int) -> dict:
-    """The same network stacked with each kind of n-gram score: orders 1-3, the ratios as they
-    are or weighed by the logistic regression (naive_bayes.logistic_weights). Each combination is
-    fitted on validation as the Trainer fits it; validation accuracy cross-fitted (each half
-    scored by the fit on the other), test accuracy by the fit on all of validation."""
+def compare_stackings(train_model, train_batches, valid_batches, test_batches, id_space: int,
+                      orders=(1, 2, 3), inverse_l2s=(1.0,)) -> dict:
+    """The same network stacked with each kind of n-gram score: each order, the ratios as they
+    are or weighed by the logistic regression (naive_bayes.logistic_weights) at each of
+    `inverse_l2s` (named `_c<C>` unless C = 1, the Trainer's). Each combination is fitted on
+    validation as the Trainer fits it; validation accuracy cross-fitted (each half scored by
+    the fit on the other), test accuracy by the fit on all of validation."""
     network = {name: calibration.logits_and_labels(train_model, batches_, model_lib.LOGIT)
                for name, batches_ in (("valid", valid_batches), ("test", test_batches))}
     results = {}
-    for order in range(1, naive_bayes.MAX_ORDER + 1):
+    for order in orders:
         present, labels = naive_bayes.present_ngrams(train_batches, order, id_space)
         keys, ratios = naive_bayes.ratios_of(present, labels)
-        started = time.perf_counter()
-        weighed = naive_bayes.logistic_weights(present, labels, keys, ratios)
-        logistic_seconds = time.perf_counter() - started
-        for name, values in (("ratios", ratios), ("logistic", weighed)):
+        kinds, seconds = [("ratios", ratios)], {}
+        for inverse_l2 in inverse_l2s:
+            name = "logistic" if inverse_l2 == 1.0 else f"logistic_c{inverse_l2:g}"
+            started = time.perf_counter()
+            kinds.append((name, naive_bayes.logistic_weights(present, labels, keys, ratios, inverse_l2)))
+            seconds[name] = round(time.perf_counter() - started, 1)
+        for name, values in kinds:
             score = naive_bayes.NaiveBayesScore(keys, values, order, id_space)
             columns = {split: np.stack([network[split][0], np.concatenate(
                 [score(ids).numpy().sum(axis=1) for ids, _ in batches_])], axis=1)
@@ -150,15 +155,16 @@ def compare_stackings(train_model, train_batches, valid_batches, test_batches, i
                     columns["valid"][:, 1], valid_labels),
                 "test_accuracy": float(np.mean((stacked > 0) == (test_labels > 0.5))),
                 "weights": [float(w) for w in weights],
-                **({"regression_seconds": round(logistic_seconds, 1)} if name == "logistic" else {}),
+                **({"regression_seconds": seconds[name]} if name in seconds else {}),
             }
             print(f"order {order} {name}: val {results[f'order{order}_{name}']['val_accuracy_cross_fitted']:.4f}",
                   flush=True)
     return results
 
 
-def train_and_test(train, valid, test, tf_transform_output, hyperparameters, seed, stacking_variants=False):
-    """Trains one model; returns its metrics and timings."""
+def train_and_test(train, valid, test, tf_transform_output, hyperparameters, seed,
+                   stacking_variants: dict | None = None):
+    """Trains one model; returns its metrics and timings (`stacking_variants`: compare_stackings' keywords)."""
     training = hyperparameters["training"]
     rating_head = bool(hyperparameters["model"].get("rating_head"))
     if rating_head and features.TRANSFORMED_RATING not in train:
@@ -195,7 +201,7 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
         if stacking_variants:
             # Before the Trainer's stacking, which folds its fit into the network's head.
             variants = compare_stackings(train_model, batched(train, training, False, 0), valid_batches,
-                                         batched(test, training, False, 0), id_space)
+                                         batched(test, training, False, 0), id_space, **stacking_variants)
         model, weights = trainer.stack_naive_bayes(model, train_model, batched(train, training, True, seed),
                                                    valid_batches, int(training["naive_bayes_ngrams"]), id_space,
                                                    bool(training.get("naive_bayes_logistic")))
@@ -321,8 +327,19 @@ def main() -> int:
     parser.add_argument("--tutorial-steps", type=int, default=0, help="0 skips the tutorial model")
     parser.add_argument("--stacking-variants", action="store_true",
                         help="also stack the trained network with every kind of n-gram score (compare_stackings)")
+    parser.add_argument("--stacking-orders", default="1,2,3", help="with --stacking-variants: n-gram orders")
+    parser.add_argument("--stacking-c", default="1",
+                        help="with --stacking-variants: the regression's inverse L2 strengths (scikit-learn's C)")
     parser.add_argument("--output")
     args = parser.parse_args()
+    stacking_variants = None
+    if args.stacking_variants:
+        stacking_variants = {"orders": tuple(int(o) for o in args.stacking_orders.split(",")),
+                             "inverse_l2s": tuple(float(c) for c in args.stacking_c.split(","))}
+        if not set(stacking_variants["orders"]) <= set(range(1, naive_bayes.MAX_ORDER + 1)):
+            parser.error(f"--stacking-orders: orders are 1 to {naive_bayes.MAX_ORDER}")
+        if min(stacking_variants["inverse_l2s"]) <= 0:
+            parser.error("--stacking-c: C must be > 0")
 
     dataset = configs.with_overrides(configs.DATASETS[args.dataset], dict(s.split("=", 1) for s in args.set))
     trainer.apply_thread_settings(dataclasses.asdict(dataset.training))  # before TensorFlow runs any op
@@ -355,7 +372,7 @@ def main() -> int:
             test, valid, train = np.split(order, [n // 10, n // 10 + (n - n // 10) // 10])
             pick = lambda idx: {k: v[idx] for k, v in everything.items()}  # noqa: E731
             runs.append(train_and_test(pick(train), pick(valid), pick(test), tf_transform_output,
-                                       hyperparameters, seed, args.stacking_variants))
+                                       hyperparameters, seed, stacking_variants))
             print(f"seed {seed}: test accuracy {runs[-1]['test_accuracy']:.4f}", flush=True)
         result["protocol"] = (f"{args.seeds} seeds (from {args.first_seed}) of a random 90/10 split "
                               "(10% of the 90% for early stopping)")
@@ -365,7 +382,7 @@ def main() -> int:
         ours = runs[0]
     else:
         ours = train_and_test(splits["train"], splits["eval"], splits["test"], tf_transform_output,
-                              hyperparameters, int(dataset.training.seed), args.stacking_variants)
+                              hyperparameters, int(dataset.training.seed), stacking_variants)
         result["protocol"] = "official IMDB split: train (90% of train), early stopping on eval (10%), test 25k"
         result["run"] = ours
     if args.tutorial_steps:
