@@ -121,6 +121,17 @@ def rating_baselines(train: dict[str, np.ndarray], test: dict[str, np.ndarray]) 
             "mae_predict_true_class_mean": baselines["class_mean_mae"]}
 
 
+def seconds_per_pass(fn, batches_: tf.data.Dataset) -> float:
+    """Seconds of one pass of `fn` (traced, as serving runs it) over the token ids of the
+    batches, after a first pass that traces it; reading the batches is counted too."""
+    traced = tf.function(fn, reduce_retracing=True)
+    for _ in range(2):
+        started = time.perf_counter()
+        for ids, _ in batches_:
+            traced(ids)
+    return time.perf_counter() - started
+
+
 def compare_stackings(train_model, train_batches, valid_batches, test_batches, id_space: int,
                       orders=(1, 2, 3), inverse_l2s=(1.0,)) -> dict:
     """The same network stacked with each kind of n-gram score: each order, the ratios as they
@@ -130,7 +141,9 @@ def compare_stackings(train_model, train_batches, valid_batches, test_batches, i
     the fit on the other), test accuracy by the fit on all of validation."""
     network = {name: calibration.logits_and_labels(train_model, batches_, model_lib.LOGIT)
                for name, batches_ in (("valid", valid_batches), ("test", test_batches))}
-    results = {}
+    # What each score costs beside the network it is added to, on the test split, in one process.
+    results = {"network_test_pass_seconds": round(seconds_per_pass(
+        lambda ids: train_model(ids, training=False)[model_lib.LOGIT], test_batches), 2)}
     for order in orders:
         present, labels = naive_bayes.present_ngrams(train_batches, order, id_space)
         keys, ratios = naive_bayes.ratios_of(present, labels)
@@ -156,6 +169,7 @@ def compare_stackings(train_model, train_batches, valid_batches, test_batches, i
                 "test_accuracy": float(np.mean((stacked > 0) == (test_labels > 0.5))),
                 "weights": [float(w) for w in weights],
                 **({"regression_seconds": seconds[name]} if name in seconds else {}),
+                "score_test_pass_seconds": round(seconds_per_pass(score, test_batches), 2),
             }
             print(f"order {order} {name}: val {results[f'order{order}_{name}']['val_accuracy_cross_fitted']:.4f}",
                   flush=True)
