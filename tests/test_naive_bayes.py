@@ -72,6 +72,41 @@ def test_the_score_sums_the_ratios_of_distinct_ngrams_and_ignores_padding():
     np.testing.assert_allclose(padded[1], [-0.25, 0, 0, 0, 0, 0, 0])
 
 
+
+class _Scorer(tf.Module):
+    def __init__(self, score):
+        super().__init__()
+        self.score = score
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64, name="token_ids")])
+    def serve(self, token_ids):
+        return {"score": self.score(token_ids)}
+
+
+def test_a_saved_score_refills_its_table_from_the_restored_variables(tmp_path):
+    """The hash table is rebuilt from the variables checkpoint when the SavedModel loads,
+    in Python and through TF1's session loader (restore, then the init op: as TF Serving
+    loads), and the keys are not copied into the graph as constants."""
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(1, 10 ** 6, 50_000))
+    ratios = rng.normal(size=keys.size).astype(np.float32)
+    score = naive_bayes.NaiveBayesScore(keys, ratios, order=2, id_space=1000)
+    ids = np.array([[keys[0], keys[7], 0], [keys[3], 999, 1]]) % 1000
+    expected = score(tf.constant(ids)).numpy()
+    assert np.count_nonzero(expected) >= 2
+    module = _Scorer(score)
+    tf.saved_model.save(module, str(tmp_path / "score"), signatures={"serving_default": module.serve})
+    assert (tmp_path / "score" / "saved_model.pb").stat().st_size < keys.nbytes / 4
+
+    loaded = tf.saved_model.load(str(tmp_path / "score")).signatures["serving_default"]
+    np.testing.assert_array_equal(loaded(token_ids=tf.constant(ids))["score"].numpy(), expected)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(tmp_path / "score"))
+        signature = graph.signature_def["serving_default"]
+        served = session.run(signature.outputs["score"].name, {signature.inputs["token_ids"].name: ids})
+    np.testing.assert_array_equal(served, expected)
+
+
 def _cued_texts(seed, count=400, width=6):
     """Texts whose label a cue word gives (1: positive, 2: negative), 10% of labels flipped."""
     rng = np.random.default_rng(seed)
