@@ -145,13 +145,13 @@ def compare_stackings(train_model, train_batches, valid_batches, test_batches, i
     results = {"network_test_pass_seconds": round(seconds_per_pass(
         lambda ids: train_model(ids, training=False)[model_lib.LOGIT], test_batches), 2)}
     for order in orders:
-        present, labels = naive_bayes.present_ngrams(train_batches, order, id_space)
-        keys, ratios = naive_bayes.ratios_of(present, labels)
+        counts = naive_bayes.count_ngrams(train_batches, order, id_space)
+        keys, ratios = counts.keys, naive_bayes.ratios_of(counts)
         kinds, seconds = [("ratios", ratios)], {}
         for inverse_l2 in inverse_l2s:
             name = "logistic" if inverse_l2 == 1.0 else f"logistic_c{inverse_l2:g}"
             started = time.perf_counter()
-            kinds.append((name, naive_bayes.logistic_weights(present, labels, keys, ratios, inverse_l2)))
+            kinds.append((name, naive_bayes.logistic_weights(counts, ratios, inverse_l2)))
             seconds[name] = round(time.perf_counter() - started, 1)
         for name, values in kinds:
             score = naive_bayes.NaiveBayesScore(keys, values, order, id_space)

@@ -18,8 +18,11 @@ model's trajectory.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import tensorflow as tf
+from scipy import sparse
 from tensorflow.python.ops import lookup_ops
 
 from models import calibration, features
@@ -68,9 +71,18 @@ def first_occurrences(keys: tf.Tensor) -> tf.Tensor:
     return tf.reshape(first, tf.shape(keys)) & (keys > 0)
 
 
-def present_ngrams(dataset: tf.data.Dataset, order: int, id_space: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Per example of a (token ids, {logit: label}) dataset: the keys of the n-grams it holds,
-    each once (binarized), and the labels (bool, positive)."""
+class NgramCounts(NamedTuple):
+    """The n-grams of a labelled split: `matrix[example, j]` is 1 where the
+    example holds n-gram `keys[j]` (binarized: once however often it repeats)."""
+
+    keys: np.ndarray  # sorted distinct keys, int64
+    matrix: sparse.csr_matrix  # [examples, keys], float32 0/1
+    labels: np.ndarray  # bool, positive
+
+
+def count_ngrams(dataset: tf.data.Dataset, order: int, id_space: int) -> NgramCounts:
+    """The n-grams of a (token ids, {logit: label}) dataset, one sort for all of them
+    (the ratios and the regression then index the same matrix)."""
     present, labels = [], []
     for ids, batch_labels in dataset:
         keys = ngram_keys(ids, order, id_space)
@@ -78,49 +90,51 @@ def present_ngrams(dataset: tf.data.Dataset, order: int, id_space: int) -> tuple
         keys = keys.numpy()
         present.extend(row[mask] for row, mask in zip(keys, first))
         labels.append(np.asarray(batch_labels[model_lib.LOGIT]).reshape(-1) > 0.5)
-    return present, np.concatenate(labels) if labels else np.zeros(0, bool)
+    keys, columns = np.unique(np.concatenate([np.zeros(0, np.int64), *present]), return_inverse=True)
+    indptr = np.cumsum([0] + [row.size for row in present])
+    matrix = sparse.csr_matrix((np.ones(columns.size, np.float32), columns.reshape(-1), indptr),
+                               shape=(len(present), keys.size))
+    return NgramCounts(keys, matrix, np.concatenate(labels) if labels else np.zeros(0, bool))
 
 
 def log_count_ratios(dataset: tf.data.Dataset, order: int, id_space: int,
                      alpha: float = SMOOTHING) -> tuple[np.ndarray, np.ndarray]:
     """(sorted keys, log-count ratio per key) over a (token ids, {logit: label}) dataset."""
-    return ratios_of(*present_ngrams(dataset, order, id_space), alpha=alpha)
+    counts = count_ngrams(dataset, order, id_space)
+    return counts.keys, ratios_of(counts, alpha=alpha)
 
 
-def ratios_of(present: list[np.ndarray], labels: np.ndarray,
-              alpha: float = SMOOTHING) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted keys, log-count ratio per key) of present_ngrams' output."""
+def ratios_of(counts: NgramCounts, alpha: float = SMOOTHING) -> np.ndarray:
+    """The log-count ratio of each of `counts.keys` (Wang & Manning's r, smoothed by alpha)."""
+    labels = counts.labels
     examples = {1: int(labels.sum()), 0: int((~labels).sum())}
     if not examples[0] or not examples[1]:
         raise ValueError(f"Naive Bayes needs both labels in the training split, got {examples}")
-    empty = np.zeros(0, np.int64)
-    positive = np.concatenate([empty, *(k for k, y in zip(present, labels) if y)])
-    negative = np.concatenate([empty, *(k for k, y in zip(present, labels) if not y)])
-    keys = np.unique(np.concatenate([positive, negative]))
-    p = np.bincount(np.searchsorted(keys, positive), minlength=keys.size) + alpha
-    q = np.bincount(np.searchsorted(keys, negative), minlength=keys.size) + alpha
-    return keys, np.log(p / p.sum()) - np.log(q / q.sum())
+    in_positive = counts.matrix.T @ labels.astype(np.float64)
+    in_all = counts.matrix.T @ np.ones(labels.size)
+    p = in_positive + alpha
+    q = in_all - in_positive + alpha
+    return np.log(p / p.sum()) - np.log(q / q.sum())
 
 
-def logistic_weights(present: list[np.ndarray], labels: np.ndarray, keys: np.ndarray, ratios: np.ndarray,
-                     inverse_l2: float = 1.0) -> np.ndarray:
+def logistic_weights(counts: NgramCounts, ratios: np.ndarray, inverse_l2: float = 1.0) -> np.ndarray:
     """Per key: the ratio times its weight in a logistic regression on the ratio-scaled,
     binarized n-grams of the training split (NBSVM, Wang & Manning 2012, with a logistic
     loss instead of the SVM's hinge; L2-regularized, scikit-learn's C = `inverse_l2`).
 
     Naive Bayes counts each n-gram on its own, so correlated cues (a bigram and
     its unigrams) all add up; the regression weighs them jointly. The score
-    stays a sum over the text's n-grams: the same layer, other values.
+    stays a sum over the text's n-grams: the same layer, other values. It is
+    solved in the dual, as liblinear advises for far more features than
+    examples (IMDB: 3.4M trigram keys, 22.5k reviews): the same optimum, 2 s
+    instead of 13 s.
     """
-    from scipy import sparse
     from sklearn.linear_model import LogisticRegression
 
-    columns = [np.searchsorted(keys, k) for k in present]
-    indptr = np.cumsum([0] + [c.size for c in columns])
-    columns = np.concatenate([np.zeros(0, np.int64), *columns])
-    features_ = sparse.csr_matrix((ratios[columns], columns, indptr), shape=(len(present), keys.size))
-    regression = LogisticRegression(C=inverse_l2, solver="liblinear", max_iter=1000)
-    regression.fit(features_, labels)
+    matrix = counts.matrix
+    scaled = sparse.csr_matrix((ratios[matrix.indices], matrix.indices, matrix.indptr), shape=matrix.shape)
+    regression = LogisticRegression(C=inverse_l2, solver="liblinear", dual=True, max_iter=1000)
+    regression.fit(scaled, counts.labels)
     return regression.coef_[0] * ratios
 
 
@@ -208,10 +222,11 @@ def fit_and_stack(model: tf.keras.Model, logit_model: tf.keras.Model, train_data
     the network's head carries its scale and the offset, the ratios the other scale.
     Raises ValueError where the combination is not increasing in both scores.
     """
-    present, labels = present_ngrams(train_dataset, order, id_space)
-    keys, ratios = ratios_of(present, labels)
+    counts = count_ngrams(train_dataset, order, id_space)
+    keys, ratios = counts.keys, ratios_of(counts)
     if logistic:
-        ratios = logistic_weights(present, labels, keys, ratios)
+        ratios = logistic_weights(counts, ratios)
+    del counts
     score = NaiveBayesScore(keys, ratios, order, id_space, name="naive_bayes_unscaled")
     columns, labels = scores(logit_model, score, eval_dataset)
     weights = calibration.fit_logistic(columns, labels)

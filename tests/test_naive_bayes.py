@@ -58,6 +58,11 @@ def test_log_count_ratios_follow_wang_and_manning():
                                rtol=1e-6)
     with pytest.raises(ValueError, match="both labels"):
         naive_bayes.log_count_ratios(_dataset(ids, [1, 1, 1]), order=2, id_space=10)
+    # The matrix both the ratios and the regression read: one row per text, 1 per distinct n-gram.
+    counts = naive_bayes.count_ngrams(_dataset(ids, labels, batch=2), order=2, id_space=10)
+    np.testing.assert_array_equal(counts.matrix.toarray(), [[1, 1, 0, 0, 1, 0], [1, 0, 0, 1, 0, 0],
+                                                            [0, 1, 1, 0, 0, 1]])
+    assert counts.labels.tolist() == [True, True, False]
 
 
 def test_the_score_sums_the_ratios_of_distinct_ngrams_and_ignores_padding():
@@ -199,16 +204,18 @@ def test_the_logistic_weights_score_a_text_as_the_regression_does():
     for row, label in enumerate(labels):
         length = rng.integers(2, 8)
         ids[row, :length] = rng.choice([2 if label else 3, 4, 5, 6, 7, 8, 9], length)
-    present, positive = naive_bayes.present_ngrams(_dataset(ids, labels), order=2, id_space=VOCAB)
-    assert positive.tolist() == [bool(y) for y in labels]
-    keys, ratios = naive_bayes.ratios_of(present, positive)
-    values = naive_bayes.logistic_weights(present, positive, keys, ratios)
+    counts = naive_bayes.count_ngrams(_dataset(ids, labels), order=2, id_space=VOCAB)
+    assert counts.labels.tolist() == [bool(y) for y in labels]
+    keys, ratios = counts.keys, naive_bayes.ratios_of(counts)
+    values = naive_bayes.logistic_weights(counts, ratios)
     assert values[np.searchsorted(keys, 2)] > 0 > values[np.searchsorted(keys, 3)]
 
-    columns = [np.searchsorted(keys, k) for k in present]
+    # The regression written out afresh: each text's distinct n-grams, scaled by their ratios.
+    present = [np.unique(naive_bayes.ngram_keys(tf.constant([row]), 2, VOCAB).numpy()) for row in ids]
+    columns = [np.searchsorted(keys, k[k > 0]) for k in present]
     x = sparse.csr_matrix((np.concatenate([ratios[c] for c in columns]), np.concatenate(columns),
                            np.cumsum([0] + [c.size for c in columns])), shape=(len(present), keys.size))
-    regression = LogisticRegression(C=1.0, solver="liblinear", max_iter=1000).fit(x, positive)
+    regression = LogisticRegression(C=1.0, solver="liblinear", max_iter=1000).fit(x, labels == 1)
     score = naive_bayes.NaiveBayesScore(keys, values, 2, VOCAB)(tf.constant(ids)).numpy()
     np.testing.assert_allclose(score.sum(axis=1), regression.decision_function(x) - regression.intercept_[0],
                                rtol=1e-4, atol=1e-4)
