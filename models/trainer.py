@@ -304,7 +304,8 @@ def apply_thread_settings(training: configs.TrainingConfig | Mapping[str, Any]) 
                             ("inter", threading.get_inter_op_parallelism_threads,
                              threading.set_inter_op_parallelism_threads)):
         threads = getattr(training, f"{pool}_op_threads")
-        if not threads or get() == threads:
+        # The runtime reads the environment when it starts; get() shows only what set_() was given.
+        if not threads or get() == threads or os.environ.get(f"TF_NUM_{pool.upper()}OP_THREADS") == str(threads):
             continue
         try:
             set_(threads)

@@ -76,6 +76,25 @@ def test_thread_settings_become_tensorflow_environment_variables():
     assert env == {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "2"}
 
 
+def test_the_trainer_warns_about_thread_settings_only_when_they_did_not_apply(monkeypatch, caplog):
+    import tensorflow as tf
+
+    from models import trainer
+
+    tf.constant(1.0) + 1.0  # the runtime is up: the pools can no longer be resized
+    training = configs.TrainingConfig(intra_op_threads=1, inter_op_threads=2)
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")  # as the local runner sets them before TensorFlow starts
+    monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "2")
+    with caplog.at_level("WARNING"):
+        trainer.apply_thread_settings(training)
+    assert "already running" not in caplog.text
+    monkeypatch.delenv("TF_NUM_INTEROP_THREADS")
+    with caplog.at_level("WARNING"):
+        trainer.apply_thread_settings(training)
+    assert "inter-op threads" in caplog.text and "set TF_NUM_INTEROP_THREADS before TensorFlow starts" in caplog.text
+    assert "intra-op" not in caplog.text
+
+
 def test_pretrained_vocabulary_needs_pretrained_vectors():
     with pytest.raises(ValueError, match="polarity: pretrained_vocabulary=1000 needs model.pretrained_embeddings"):
         configs.with_overrides(configs.POLARITY, {"model.pretrained_embeddings": "", "pretrained_vocabulary": "1000"})
