@@ -32,7 +32,10 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from models import embeddings, features, preprocessing, warm_start
+from models import embeddings, features, preprocessing, tracing, warm_start
+
+# Traced steps leave Keras' own code as written (models/tracing.py).
+tracing.leave_keras_unconverted()
 
 REPORT_FILE = "pretraining.json"
 DIGESTS_FILE = "corpus_digests.txt.gz"

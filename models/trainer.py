@@ -470,6 +470,7 @@ def train(
         callbacks.insert(0, tf.keras.callbacks.BackupAndRestore(backup_dir))
     if log_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
+    model_lib.build_metric_variables(train_model, next(iter(eval_dataset)))
     history = train_model.fit(
         train_dataset,
         validation_data=eval_dataset,
