@@ -45,6 +45,7 @@ def measure(code: Path, output_dir: Path, dataset: str, overrides: list[str], ep
     import tensorflow as tf
     import tensorflow_transform as tft
 
+    from models import model as model_lib
     from models import trainer
 
     root = output_dir / "pipelines" / config.pipeline_name / "Transform"
@@ -59,6 +60,7 @@ def measure(code: Path, output_dir: Path, dataset: str, overrides: list[str], ep
         rating=trainer_config.model.rating_head)
     started = time.time()
     _, train_model, _ = trainer.build_models(transform_output, trainer_config, training.seed)
+    model_lib.build_metric_variables(train_model, next(iter(dataset)))  # as the Trainer does
     build_seconds = time.time() - started
     seconds = []
 

@@ -192,7 +192,9 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
     timer = StepTimer(len(train[features.LENGTH]), int(training["batch_size"]))
     callbacks = [timer] + trainer.training_callbacks(training)  # the Trainer's own
     started = time.perf_counter()
-    history = train_model.fit(batched(train, training, True, seed), validation_data=batched(valid, training, False, 0),
+    valid_batches = batched(valid, training, False, 0)
+    model_lib.build_metric_variables(train_model, next(iter(valid_batches)))  # as the Trainer does
+    history = train_model.fit(batched(train, training, True, seed), validation_data=valid_batches,
                               epochs=int(training["epochs"]), callbacks=callbacks, verbose=2)
     train_seconds = time.perf_counter() - started
 
