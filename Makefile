@@ -129,6 +129,12 @@ stacking-variants: $(STAMP)
 	$(PY) bench/train_benchmark.py --dataset $(DATASET) --output-dir $(OUTPUT_DIR) --stacking-variants \
 	    --output bench/results/train_$(DATASET)_stacking_variants.json $(ARGS)
 
+# The n-gram score's hash-table lookup against the binary search it replaced, on the test split of
+# a pipeline run's Transform output (IMDB about 40 s); writes bench/results/ngram_lookup_$(DATASET).json.
+.PHONY: ngram-lookup
+ngram-lookup: $(STAMP)
+	$(PY) bench/ngram_lookup.py --dataset $(DATASET) --output-dir $(OUTPUT_DIR) $(ARGS)
+
 # The whole continuous-training scenario (about 45 min on 2 cores): IMDB in 5 spans, warm and cold
 # runs interleaved, then a 90 %-positive and a polarity span that the drift check must stop;
 # writes bench/results/span_replay_imdb.json.

@@ -160,9 +160,9 @@ class NaiveBayesScore(tf.keras.layers.Layer):
     """Per token: the summed ratios of the n-grams that first occur there ([batch, time]).
 
     The values are fixed when the layer is built: a hash table (one probe per
-    n-gram, where a binary search over IMDB's 3.4M sorted trigram keys took
-    about 7x longer) is filled from the layer's weights then, and again when a
-    SavedModel loads.
+    n-gram) is filled from the layer's weights then, and again when a
+    SavedModel loads. Against a binary search over IMDB's 3.4M sorted trigram
+    keys, the whole score runs 2.6x faster (bench/ngram_lookup.py).
     """
 
     def __init__(self, keys: np.ndarray, ratios: np.ndarray, order: int, id_space: int, **kwargs):
