@@ -162,7 +162,9 @@ class NaiveBayesScore(tf.keras.layers.Layer):
     The values are fixed when the layer is built: a hash table (one probe per
     n-gram) is filled from the layer's weights then, and again when a
     SavedModel loads. Against a binary search over IMDB's 3.4M sorted trigram
-    keys, the whole score runs 2.6x faster (bench/ngram_lookup.py).
+    keys, the whole score runs 2.6x faster (bench/ngram_lookup.py). Assigning
+    to the weights afterwards leaves the table as it was: build a new layer
+    (fit_and_stack does, with the scaled ratios).
     """
 
     def __init__(self, keys: np.ndarray, ratios: np.ndarray, order: int, id_space: int, **kwargs):
