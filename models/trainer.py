@@ -201,20 +201,22 @@ class SentimentExportModule(tf.Module):
             features.TEXT: tf_transform_output.raw_feature_spec()[features.TEXT]
         }
 
-    def _predict_transformed(self, transformed) -> dict[str, tf.Tensor]:
+    def _predict_transformed(self, transformed, per_token: bool = True) -> dict[str, tf.Tensor]:
         lengths = transformed[features.LENGTH]
         ids = trim_to_longest(transformed[features.TOKEN_IDS], lengths, self.length_multiple)
         outputs = self._call_model(ids, training=False)
         probability = tf.sigmoid(outputs[model_lib.LOGIT])
-        # Steps past a text's own length are padding: report them as 0.
-        real = tf.sequence_mask(lengths, tf.shape(ids)[1], dtype=probability.dtype)
         served = {
             features.PROBABILITY: probability,
             features.PREDICTED_LABEL: tf.cast(probability >= 0.5, tf.int64),
-            features.ATTENTION: outputs[features.ATTENTION] * real,
-            features.TRAJECTORY: tf.sigmoid(outputs[features.TRAJECTORY]) * real,
             features.TOKEN_LENGTH: lengths,
         }
+        if per_token:
+            # Steps past a text's own length are padding: report them as 0. Without them,
+            # the traced function drops the ops that compute them (the prefix poolings).
+            real = tf.sequence_mask(lengths, tf.shape(ids)[1], dtype=probability.dtype)
+            served[features.ATTENTION] = outputs[features.ATTENTION] * real
+            served[features.TRAJECTORY] = tf.sigmoid(outputs[features.TRAJECTORY]) * real
         if features.PREDICTED_RATING in outputs:  # model.rating_head: the star rating, in [1, 10]
             served[features.PREDICTED_RATING] = outputs[features.PREDICTED_RATING]
         return served
@@ -225,11 +227,17 @@ class SentimentExportModule(tf.Module):
         transformed = self.tft_layer({features.TEXT: tf.reshape(text, [-1, 1])})
         return self._predict_transformed(transformed)
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve_text_per_text(self, text):
+        """Raw UTF-8 texts in; only the one-per-text outputs (probability, label, length, rating)."""
+        transformed = self.tft_layer({features.TEXT: tf.reshape(text, [-1, 1])})
+        return self._predict_transformed(transformed, per_token=False)
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_tf_examples(self, serialized):
         """Serialized tf.Examples in (what TFMA sends); probability and label (and rating) out."""
         raw = tf.io.parse_example(serialized, self._serving_feature_spec)
-        outputs = self._predict_transformed(self.tft_layer(raw))
+        outputs = self._predict_transformed(self.tft_layer(raw), per_token=False)
         keys = (features.PROBABILITY, features.PREDICTED_LABEL, features.PREDICTED_RATING)
         return {key: outputs[key] for key in keys if key in outputs}
 
@@ -245,20 +253,23 @@ def warmup_texts(max_len: int, length_multiple: int = 1) -> list[list[str]]:
 
 
 def write_warmup_requests(export_dir: str, max_len: int, length_multiple: int = 1) -> int:
-    """TF Serving's warm-up file (PredictionLog records of serving_default requests); returns the count."""
+    """TF Serving's warm-up file: PredictionLog records of the raw-text signatures' requests
+    (serving_default and serving_per_text, the same texts); returns the count."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     path = os.path.join(export_dir, features.WARMUP_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     requests = warmup_texts(max_len, length_multiple)
+    count = 0
     with tf.io.TFRecordWriter(path) as writer:
-        for texts in requests:
-            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
-                signature_name=features.SERVING_SIGNATURE))
-            request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
-            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(log.SerializeToString())
-    return len(requests)
+        for signature_name in (features.SERVING_SIGNATURE, features.PER_TEXT_SIGNATURE):
+            for texts in requests:
+                request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=signature_name))
+                request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
+                log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+                writer.write(log.SerializeToString())
+                count += 1
+    return count
 
 
 def export_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str,
@@ -266,6 +277,7 @@ def export_model(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutp
     module = SentimentExportModule(model, tf_transform_output, length_multiple)
     signatures = {
         features.SERVING_SIGNATURE: module.serve_text,
+        features.PER_TEXT_SIGNATURE: module.serve_text_per_text,
         features.TF_EXAMPLE_SIGNATURE: module.serve_tf_examples,
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)

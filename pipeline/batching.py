@@ -15,7 +15,10 @@ The interface (REST in pipeline/serve.py; the gRPC server calls the same object)
   this request, in its order: label [n] int64, probability [n] float32, length [n]
   int64, attention and trajectory [n, w] float32 with w = the longest length of this
   request's texts (its own padding: the answer does not depend on what it was merged
-  with); predict.rows(arrays, fields) turns them into REST's per-text dicts;
+  with); predict.rows(arrays, fields) turns them into REST's per-text dicts. A request
+  that asks for neither attention nor trajectory is run by the version's per-text
+  signature (predict.run_signature), which does not compute them: the same other
+  outputs, sooner;
 * raises a PredictError whose `code` is the gRPC status name and `http_status` the
   REST one: InvalidArgument (unknown output name; 400), NotFound (no such version
   loaded; 404), Unavailable (no version loaded yet, the queue is full, or the server
@@ -23,8 +26,9 @@ The interface (REST in pipeline/serve.py; the gRPC server calls the same object)
 
 Batcher (TF Serving's BasicBatchScheduler, with its four parameters):
 
-* one queue per loaded version (a request is resolved to a version first, so a batch
-  never mixes versions and a request is never split across them); a request joins the
+* one queue per loaded version and kind of answer, with or without per-token outputs (a
+  request is resolved to a version first, so a batch never mixes versions and a request is
+  never split across them; TF Serving too batches each signature apart); a request joins the
   newest open batch of its version's queue if its texts fit in `max_batch_size`,
   otherwise it opens a new batch. A request larger than max_batch_size is not split:
   it makes a batch of its own (REST caps requests at max_instances anyway);
@@ -130,9 +134,10 @@ class _Resolver:
     """The version a request goes to, with the errors of the REST server."""
 
     def __init__(self, repository, model_name: str = "model",
-                 run: Callable[[Any, list[str]], dict[str, Any]] | None = None):
+                 run: Callable[[Any, list[str], bool], dict[str, Any]] | None = None):
         self.repository = repository
         self.model_name = model_name
+        # run(signature, texts, per_token) -> arrays; per_token False: attention and trajectory unneeded.
         self._run = run or predict.run_signature
 
     def resolve(self, version: int | None):
@@ -151,7 +156,8 @@ class Direct(_Resolver):
     def predict(self, version: int | None, texts: list[str], outputs: Iterable[str] | None = None):
         fields = check_outputs(outputs)
         served, signature = self.resolve(version)
-        return served, select(self._run(signature, list(texts)), 0, len(texts), fields)
+        arrays = self._run(signature, list(texts), predict.needs_per_token(fields))
+        return served, select(arrays, 0, len(texts), fields)
 
     def counters(self) -> dict[str, int] | None:
         return None
@@ -169,10 +175,10 @@ class _Task:
 
 
 class _Batch:
-    __slots__ = ("key", "signature", "tasks", "size", "deadline")
+    __slots__ = ("key", "signature", "per_token", "tasks", "size", "deadline")
 
-    def __init__(self, key, signature, deadline: float):
-        self.key, self.signature, self.deadline = key, signature, deadline
+    def __init__(self, key, signature, per_token: bool, deadline: float):
+        self.key, self.signature, self.per_token, self.deadline = key, signature, per_token, deadline
         self.tasks: list[_Task] = []
         self.size = 0
 
@@ -181,7 +187,7 @@ class Batcher(_Resolver):
     """Merges concurrent requests for one version into one model call (see the module docstring)."""
 
     def __init__(self, repository, model_name: str = "model", parameters: BatchingParameters | None = None,
-                 run: Callable[[Any, list[str]], dict[str, Any]] | None = None):
+                 run: Callable[[Any, list[str], bool], dict[str, Any]] | None = None):
         super().__init__(repository, model_name, run)
         self.parameters = parameters or BatchingParameters()
         self._timeout = self.parameters.batch_timeout_micros / 1e6
@@ -201,7 +207,8 @@ class Batcher(_Resolver):
         fields = check_outputs(outputs)
         served, signature = self.resolve(version)
         task = _Task(list(texts))
-        self._enqueue((served, id(signature)), signature, task)
+        per_token = predict.needs_per_token(fields)
+        self._enqueue((served, id(signature), per_token), signature, task)
         merged, start = task.future.result()
         return served, select(merged, start, start + len(task.texts), fields)
 
@@ -219,7 +226,7 @@ class Batcher(_Resolver):
                     raise Unavailable(f"the batching queue of version {key[0]} is full ({len(queue)} batches of "
                                       f"up to {limits.max_batch_size} texts waiting, max_enqueued_batches="
                                       f"{limits.max_enqueued_batches}); retry later")
-                batch = _Batch(key, signature, time.monotonic() + self._timeout)
+                batch = _Batch(key, signature, key[-1], time.monotonic() + self._timeout)
                 self._queues.setdefault(key, collections.deque()).append(batch)
             batch.tasks.append(task)
             batch.size += size
@@ -272,7 +279,7 @@ class Batcher(_Resolver):
             counters["instances"] += len(texts)
             counters["largest_batch"] = max(counters["largest_batch"], len(texts))
         try:
-            merged = self._run(batch.signature, texts)
+            merged = self._run(batch.signature, texts, batch.per_token)
         except Exception as error:
             if len(batch.tasks) == 1:
                 batch.tasks[0].future.set_exception(error)
@@ -283,7 +290,7 @@ class Batcher(_Resolver):
                         len(batch.tasks), type(error).__name__, error)
             for task in batch.tasks:
                 try:
-                    task.future.set_result((self._run(batch.signature, task.texts), 0))
+                    task.future.set_result((self._run(batch.signature, task.texts, batch.per_token), 0))
                 except Exception as own:
                     task.future.set_exception(own)
             return
@@ -315,7 +322,7 @@ class Batcher(_Resolver):
 
 
 def make_predictor(repository, model_name: str, parameters: BatchingParameters | None,
-                   run: Callable[[Any, list[str]], dict[str, Any]] | None = None):
+                   run: Callable[[Any, list[str], bool], dict[str, Any]] | None = None):
     """A Batcher with `parameters`, or Direct (no batching) for None."""
     if parameters is None:
         return Direct(repository, model_name, run)

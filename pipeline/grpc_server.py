@@ -64,6 +64,8 @@ from typing import Any, Sequence
 
 import grpc
 
+from pipeline import predict
+
 log = logging.getLogger("sentiment.serve.grpc")
 
 TEXT_INPUT = "text"
@@ -107,15 +109,13 @@ def infer(repository, version: int | None, texts: list[str], outputs: Sequence[s
             if isinstance(code, str) and code not in ("INTERNAL", "UNKNOWN") and hasattr(grpc.StatusCode, code):
                 raise RequestError(getattr(grpc.StatusCode, code), str(error)) from None
             raise
-    import tensorflow as tf
-
     served_version, signature = repository.get(version)
     if signature is None:
         if served_version is None:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, "no version of the model is loaded yet")
         raise RequestError(grpc.StatusCode.NOT_FOUND,
                            f"version {version} of the model is not loaded; versions: {repository.versions()}")
-    arrays = {key: value.numpy() for key, value in signature(text=tf.constant(texts, dtype=tf.string)).items()}
+    arrays = predict.run_signature(signature, texts, per_token=not outputs or predict.needs_per_token(outputs))
     return served_version, {name: arrays[name] for name in check_output_filter(outputs, list(arrays))}
 
 

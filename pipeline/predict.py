@@ -14,7 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-SERVING_SIGNATURE = "serving_default"
+from models import features
+
+SERVING_SIGNATURE = features.SERVING_SIGNATURE
+# The export's signature without per-token outputs: when a request asks for none,
+# run_signature calls it, and the model skips computing them.
+PER_TEXT_SIGNATURE = features.PER_TEXT_SIGNATURE
 
 
 def list_versions(base_dir: Path) -> list[int]:
@@ -40,7 +45,14 @@ def load_signature(model_dir: Path):
     # Keep the loaded object alive as long as the signature is used.
     signature = model.signatures[SERVING_SIGNATURE]
     signature._loaded_model = model  # noqa: SLF001
+    # Exports older than the per-text signature have none: their requests use serving_default.
+    signature.per_text = model.signatures.get(PER_TEXT_SIGNATURE)
     return signature
+
+
+def per_text_signature(signature):
+    """The loaded version's per-text signature, or None (an older export, or a stand-in)."""
+    return getattr(signature, "per_text", None)
 
 
 def tokens_of(texts: list[str]) -> list[list[str]]:
@@ -60,11 +72,21 @@ FLOAT_OUTPUTS = ("probability", "rating")
 PER_TOKEN_OUTPUTS = ("attention", "trajectory")
 
 
-def run_signature(signature, texts: list[str]) -> dict[str, Any]:
-    """One call of the serving signature: its outputs as numpy arrays, one row per text."""
+def run_signature(signature, texts: list[str], per_token: bool = True) -> dict[str, Any]:
+    """One call of the serving signature: its outputs as numpy arrays, one row per text.
+
+    With per_token False the answer may leave out attention and trajectory: the version's
+    per-text signature runs if it has one (the same other outputs, computed without them).
+    """
     import tensorflow as tf
 
-    return {k: v.numpy() for k, v in signature(text=tf.constant(texts, dtype=tf.string)).items()}
+    function = signature if per_token else (per_text_signature(signature) or signature)
+    return {k: v.numpy() for k, v in function(text=tf.constant(texts, dtype=tf.string)).items()}
+
+
+def needs_per_token(fields: Iterable[str]) -> bool:
+    """Whether an answer with these output names needs the per-token outputs computed."""
+    return any(name in PER_TOKEN_OUTPUTS for name in fields)
 
 
 def rows(outputs: dict[str, Any], fields: Iterable[str] = OUTPUTS) -> list[dict[str, Any]]:

@@ -93,6 +93,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from models import features
+from pipeline import predict
 
 log = logging.getLogger("sentiment.serve")
 
@@ -145,6 +146,14 @@ def _run(signature, texts: list) -> Any:
     return signature(text=tf.constant(texts, dtype=tf.string))
 
 
+def _run_both(signature, texts: list) -> Any:
+    """Runs serving_default and, if the version has it, its per-text signature; returns the former's outputs."""
+    per_text = predict.per_text_signature(signature)
+    if per_text is not None:
+        _run(per_text, texts)
+    return _run(signature, texts)
+
+
 def _length_and_width(outputs: Any) -> tuple[int, int] | None:
     """(tokens of the first text, padded width) from the signature's outputs, if it has them."""
     try:
@@ -160,10 +169,11 @@ def _length_and_width(outputs: Any) -> tuple[int, int] | None:
 def replay_warmup_file(signature, version_dir: Path) -> int:
     """Runs the predict requests of TF Serving's warm-up file, if any; returns how many.
 
-    Only PredictLog records for serving_default (or no signature name) with one
-    string input are replayed; others (classify, regress, other signatures) are
-    skipped. Without the tensorflow_serving protos the file is ignored. A file
-    that cannot be read fails the warm-up, as in TF Serving.
+    Only PredictLog records for serving_default (or no signature name) or the
+    per-text signature, with one string input, are replayed, each on its signature;
+    others (classify, regress, other signatures) are skipped. Without the
+    tensorflow_serving protos the file is ignored. A file that cannot be read
+    fails the warm-up, as in TF Serving.
     """
     path = Path(version_dir) / WARMUP_FILE
     if not path.is_file():
@@ -184,11 +194,14 @@ def replay_warmup_file(signature, version_dir: Path) -> int:
         request = entry.predict_log.request
         inputs = dict(request.inputs)
         tensor = inputs.get("text", next(iter(inputs.values())) if len(inputs) == 1 else None)
+        target = {"": signature, **dict.fromkeys(SERVABLE_SIGNATURES, signature),
+                  predict.PER_TEXT_SIGNATURE: predict.per_text_signature(signature)}.get(
+            request.model_spec.signature_name)
         if (entry.WhichOneof("log_type") != "predict_log" or tensor is None or tensor.dtype != tf.string
-                or request.model_spec.signature_name not in ("", *SERVABLE_SIGNATURES)):
+                or target is None):
             skipped += 1
             continue
-        _run(signature, tf.make_ndarray(tensor).reshape(-1).tolist())
+        _run(target, tf.make_ndarray(tensor).reshape(-1).tolist())
         replayed += 1
     if skipped:
         log.info("%s: %d record(s) this server cannot serve skipped", path, skipped)
@@ -214,7 +227,7 @@ def warm_up(signature, version_dir: Path | None = None, max_calls: int = 400,
     def run(texts):
         nonlocal calls
         calls += 1
-        return _length_and_width(_run(signature, texts))
+        return _length_and_width(_run_both(signature, texts))
 
     run([""])
     # Word-level models count "aaaa" as 1 token, character-level ones as 4.
@@ -267,7 +280,6 @@ class ModelRepository:
     """
 
     def __init__(self, base_dir: Path, poll_seconds: float = 2.0, loader=None, warm_up_fn=None):
-        from pipeline import predict
 
         self.base_dir = Path(base_dir)
         self.poll_seconds = poll_seconds
@@ -474,7 +486,7 @@ def create_app(repository: ModelRepository, model_name: str, max_instances: int 
 
     `predictor` runs the model (pipeline/batching.py: a Batcher, or Direct, the default: one call per request).
     """
-    from pipeline import batching, predict
+    from pipeline import batching
 
     if predictor is None:
         predictor = batching.Direct(repository, model_name)

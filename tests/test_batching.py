@@ -42,11 +42,13 @@ class Recorder:
 
     def __init__(self, gate=None, fail_on=None):
         self.calls, self.gate, self.fail_on = [], gate, fail_on
+        self.per_token = []  # per call: whether the per-token outputs were asked for
         self.lock = threading.Lock()
 
-    def __call__(self, signature, texts):
+    def __call__(self, signature, texts, per_token=True):
         with self.lock:
             self.calls.append((signature, list(texts)))
+            self.per_token.append(per_token)
         if self.gate is not None:
             assert self.gate.wait(10)
         if self.fail_on is not None and self.fail_on in texts:
@@ -54,9 +56,12 @@ class Recorder:
         lengths = np.array([len(t.split()) for t in texts], np.int64)
         width = max(1, int(lengths.max()))
         probability = np.array([_probability(signature, t) for t in texts], np.float32)
-        per_token = np.tile(np.arange(1, width + 1, dtype=np.float32), (len(texts), 1)) * probability[:, None]
-        return {"probability": probability, "label": (probability >= 0.5).astype(np.int64), "length": lengths,
-                "attention": per_token, "trajectory": per_token, "rating": 1 + 9 * probability}
+        outputs = {"probability": probability, "label": (probability >= 0.5).astype(np.int64), "length": lengths,
+                   "rating": 1 + 9 * probability}
+        if per_token:  # as the per-text signature, nothing per token otherwise
+            weights = np.tile(np.arange(1, width + 1, dtype=np.float32), (len(texts), 1)) * probability[:, None]
+            outputs.update(attention=weights, trajectory=weights)
+        return outputs
 
 
 def _probability(version, text):
@@ -136,6 +141,43 @@ def test_a_batch_never_mixes_versions():
     for (version, texts), (served, arrays) in zip(requests, results):
         assert served == (version or 2)
         assert arrays["probability"].tolist() == pytest.approx([_probability(served, t) for t in texts])
+
+
+def test_requests_without_per_token_outputs_are_batched_apart_and_run_without_them():
+    gate = threading.Event()
+    run = Recorder(gate)
+    batcher = batching.Batcher(Repository({1: 1}), NAME, batching.BatchingParameters(
+        max_batch_size=64, num_batch_threads=1), run=run)
+    asks = [["probability", "label"], ["attention"], ["label", "rating", "length"], None, ["probability"],
+            ["trajectory", "label"]]
+    try:
+        blocker = _in_threads(batcher.predict, [(None, ["first"])])
+        _wait_until(lambda: len(run.calls) == 1)
+        requests = [(None, [TEXTS[i]], asked) for i, asked in enumerate(asks)]
+        threads, results, errors = _in_threads(batcher.predict, requests)
+        _wait_until(lambda: batcher.counters()["queued_instances"] == len(asks))
+        assert batcher.counters()["queued_batches"] == 2
+        gate.set()
+        for thread in threads + blocker[0]:
+            thread.join(10)
+    finally:
+        batcher.stop()
+    assert not errors
+    light = [TEXTS[i] for i, asked in enumerate(asks) if asked and not {"attention", "trajectory"} & set(asked)]
+    calls = dict(zip(run.per_token[1:], (texts for _, texts in run.calls[1:])))
+    assert len(run.calls) == 3 and sorted(calls[False]) == sorted(light)
+    assert sorted(calls[True]) == sorted(set(TEXTS[:len(asks)]) - set(light))
+    for (_, (text,), asked), (_, arrays) in zip(requests, results):
+        assert list(arrays) == [name for name in predict.OUTPUTS if asked is None or name in asked]
+        if "probability" in arrays or "label" in arrays:  # this request's own row
+            assert arrays.get("probability", [_probability(1, text)]) == pytest.approx([_probability(1, text)])
+            assert arrays.get("label", [int(_probability(1, text) >= 0.5)]) == [int(_probability(1, text) >= 0.5)]
+    # Without batching, the same choice per request.
+    direct = batching.make_predictor(Repository({1: 1}), NAME, None, run=run)
+    direct.predict(None, ["x"], ["probability"])
+    direct.predict(None, ["x"], ["attention"])
+    direct.predict(None, ["x"])
+    assert run.per_token[-3:] == [False, True, True]
 
 
 def test_a_full_queue_is_refused_at_once_with_unavailable():
@@ -361,6 +403,23 @@ def test_merged_batches_answer_exactly_as_one_request_at_a_time(exported, tmp_pa
                 arrays[name][:, :n], want[name][:, :n])
             assert got.shape == expected.shape, (text, name)
             np.testing.assert_array_max_ulp(got, expected, maxulp=4)
+
+
+def test_the_per_text_signature_answers_as_serving_default_without_per_token_outputs(
+        exported, tiny_transform, tmp_path):
+    _, tft_output = tiny_transform
+    with_rating = serving_models.export_tiny_model(tft_output, str(tmp_path / "rating"), rating_head=True)
+    for export_dir, expected in ((exported[0], {"probability", "label", "length"}),
+                                 (with_rating, {"probability", "label", "length", "rating"})):
+        signature = predict.load_signature(export_dir)
+        full = predict.run_signature(signature, TEXTS)
+        light = predict.run_signature(signature, TEXTS, per_token=False)
+        assert set(light) == expected and {"attention", "trajectory"} <= set(full)
+        for name in expected:  # the same batch, the same kernels: the same values
+            np.testing.assert_array_equal(light[name], full[name], err_msg=name)
+        # An export without it (older than the signature) answers from serving_default.
+        signature.per_text = None
+        assert set(predict.run_signature(signature, TEXTS[:2], per_token=False)) == set(full)
 
 
 def test_rest_with_batching_gives_the_answers_of_rest_without(exported, tmp_path):

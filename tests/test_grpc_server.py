@@ -532,7 +532,8 @@ def test_a_predictor_refusal_keeps_its_status(tmp_path, code):
 
 def test_concurrent_grpc_and_rest_requests_share_the_batchers_model_calls(tmp_path):
     """Through pipeline/batching.py's Batcher, as `serve` wires it: requests that arrive while the
-    model is busy are merged into one call, each gets its own rows, over gRPC and REST alike."""
+    model is busy are merged into one call, each gets its own rows, over gRPC and REST alike
+    (all asking for the same kind of answer: per-text outputs only)."""
     import threading
 
     from pipeline import batching
@@ -561,7 +562,7 @@ def test_concurrent_grpc_and_rest_requests_share_the_batchers_model_calls(tmp_pa
         futures_ = [stub.Predict.future(request_of(texts=t, output_filter=["length"]), timeout=30) for t in texts]
         rest_answer = {}
         rest_thread = threading.Thread(target=lambda: rest_answer.update(rest.post(
-            f"/v1/models/{NAME}:predict", data=json.dumps({"instances": ["k l m n o"]}),
+            f"/v1/models/{NAME}:predict", data=json.dumps({"instances": ["k l m n o"], "output_filter": ["length"]}),
             content_type="application/json").get_json()))
         rest_thread.start()
         deadline = time.time() + 10  # all four requests waiting in the batcher's queue (its internals)

@@ -171,13 +171,26 @@ def test_the_export_carries_tf_servings_warmup_file_covering_every_padded_width(
     export_dir = serving_models.export_tiny_model(tft_output, str(tmp_path / "m"))
     path = os.path.join(export_dir, features.WARMUP_FILE)
     records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
-    requests = [r.predict_log.request for r in records]
-    assert {r.model_spec.signature_name for r in requests} == {features.SERVING_SIGNATURE}
-    texts = [[t.decode() for t in tf.make_ndarray(r.inputs["text"]).reshape(-1)] for r in requests]
+    by_signature = {}
+    for record in records:
+        request = record.predict_log.request
+        by_signature.setdefault(request.model_spec.signature_name, []).append(
+            [t.decode() for t in tf.make_ndarray(request.inputs["text"]).reshape(-1)])
+    # The same requests for both raw-text signatures: each has its own traced graph to warm.
+    assert set(by_signature) == {features.SERVING_SIGNATURE, features.PER_TEXT_SIGNATURE}
+    texts = by_signature[features.SERVING_SIGNATURE]
+    assert by_signature[features.PER_TEXT_SIGNATURE] == texts
     # The empty text, every width 1..12 (length_multiple 1), then one mixed batch of 8.
     assert texts[0] == [""]
     assert [len(batch[0].split()) for batch in texts[1:-1]] == list(range(1, 13))
     assert len(texts[-1]) == 8
     # The server replays the whole file (at the path it looks at) before the version takes traffic.
     assert str(serve.WARMUP_FILE) == features.WARMUP_FILE
-    assert serve.replay_warmup_file(predict.load_signature(export_dir), export_dir) == len(records)
+    signature = predict.load_signature(export_dir)
+    per_text, per_text_calls = signature.per_text, []
+    signature.per_text = lambda **inputs: per_text_calls.append(inputs) or per_text(**inputs)
+    assert serve.replay_warmup_file(signature, export_dir) == len(records)
+    assert len(per_text_calls) == len(texts)  # its records ran on the per-text signature
+    # Without a per-text signature (an older export) its records are skipped, not run on another.
+    signature.per_text = None
+    assert serve.replay_warmup_file(signature, export_dir) == len(texts)

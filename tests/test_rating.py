@@ -287,8 +287,8 @@ class _NoRatingRecorder:
 
         self.recorder = Recorder()
 
-    def __call__(self, signature, texts):
-        outputs = self.recorder(signature, texts)
+    def __call__(self, signature, texts, per_token=True):
+        outputs = self.recorder(signature, texts, per_token)
         outputs.pop("rating")
         return outputs
 
