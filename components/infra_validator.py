@@ -48,6 +48,8 @@ BLESSED_FILE = "INFRA_BLESSED"
 NOT_BLESSED_FILE = "INFRA_NOT_BLESSED"
 
 SERVING_SIGNATURE = "serving_default"
+# The server answers output_filters without per-token outputs from this one: it must agree.
+PER_TEXT_SIGNATURE = features.PER_TEXT_SIGNATURE
 OUTPUT_KEYS = ("probability", "label", "attention", "trajectory", "length")
 # Checked where the model has it (the rating head): within the star scale.
 RATING_KEY = features.PREDICTED_RATING
@@ -121,6 +123,26 @@ def _check_one(name: str, text: str, out: dict[str, Any], failures: list[str]) -
             failures.append(f"{name}: rating {float(rating[0]):.4g} outside [{RATING_RANGE[0]:g}, {RATING_RANGE[1]:g}]")
 
 
+def _check_per_text(per_text, serving_default_answer: dict[str, Any], texts: list[str],
+                    failures: list[str]) -> None:
+    """The per-text signature answers the canaries as serving_default did, less the per-token outputs."""
+    import numpy as np
+    import tensorflow as tf
+
+    name = PER_TEXT_SIGNATURE
+    try:
+        got = {k: v.numpy() for k, v in per_text(text=tf.constant(texts, dtype=tf.string)).items()}
+    except Exception as error:
+        failures.append(f"{name} raised {type(error).__name__}: {str(error)[:300]}")
+        return
+    for key in sorted(set(serving_default_answer) - {"attention", "trajectory"}):
+        expected = serving_default_answer[key]
+        if key not in got:
+            failures.append(f"{name}: no {key!r} output")
+        elif got[key].shape != expected.shape or not np.allclose(got[key], expected, atol=TOLERANCE):
+            failures.append(f"{name}: {key} differs from serving_default's on the canaries")
+
+
 def run_canaries(model_dir: str, latency_budget_ms: float) -> dict[str, Any]:
     """Loads the model in this process and checks it; returns the result (JSON-serializable)."""
     import numpy as np
@@ -187,6 +209,9 @@ def run_canaries(model_dir: str, latency_budget_ms: float) -> dict[str, Any]:
                             failures.append(f"batch: {name} {key} non-zero on padding")
         except Exception as error:
             failures.append(f"batch: serving_default raised {type(error).__name__}: {str(error)[:300]}")
+        else:
+            if PER_TEXT_SIGNATURE in model.signatures:
+                _check_per_text(model.signatures[PER_TEXT_SIGNATURE], batch, [CANARIES[n] for n in names], failures)
 
     if latencies:
         slowest = max(latencies, key=latencies.get)

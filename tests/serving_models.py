@@ -50,6 +50,25 @@ class _OutOfRange(_CrashesOnEmpty):
                 "rating": tf.fill([batch], 11.0)}
 
 
+class _PerTextDisagrees(tf.Module):
+    """A plausible serving_default, and a per-text signature whose probability and label differ."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve(self, text):
+        length = tf.minimum(tf.cast(tf.strings.length(text), tf.int64), 4)
+        real = tf.sequence_mask(length, 4, dtype=tf.float32)
+        attention = real / tf.maximum(tf.reduce_sum(real, axis=1, keepdims=True), 1.0)
+        probability = tf.fill([tf.shape(text)[0]], 0.75)
+        return {"probability": probability, "label": tf.cast(probability >= 0.5, tf.int64),
+                "attention": attention, "trajectory": real * 0.75, "length": length}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def per_text(self, text):
+        probability = tf.fill([tf.shape(text)[0]], 0.25)
+        return {"probability": probability, "label": tf.cast(probability >= 0.5, tf.int64),
+                "length": tf.minimum(tf.cast(tf.strings.length(text), tf.int64), 4)}
+
+
 def export_module(module: tf.Module, export_dir: str) -> str:
     tf.saved_model.save(module, export_dir, signatures={"serving_default": module.serve})
     return export_dir
@@ -61,3 +80,10 @@ def export_crashing_on_empty(export_dir: str) -> str:
 
 def export_out_of_range(export_dir: str) -> str:
     return export_module(_OutOfRange(), export_dir)
+
+
+def export_per_text_disagreeing(export_dir: str) -> str:
+    module = _PerTextDisagrees()
+    tf.saved_model.save(module, export_dir, signatures={"serving_default": module.serve,
+                                                        "serving_per_text": module.per_text})
+    return export_dir

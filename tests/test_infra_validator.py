@@ -74,6 +74,15 @@ def test_out_of_range_outputs_and_a_blown_latency_budget_fail(tmp_path, good_mod
     assert not [f for f in slow["failures"] if not f.startswith("latency:")]
 
 
+def test_a_per_text_signature_that_disagrees_with_serving_default_is_not_blessed(tmp_path, good_result):
+    result = infra_validator.run_canaries(serving_models.export_per_text_disagreeing(str(tmp_path / "m")), 10_000.0)
+    assert result["blessed"] is False
+    assert sorted(result["failures"]) == [
+        "serving_per_text: label differs from serving_default's on the canaries",
+        "serving_per_text: probability differs from serving_default's on the canaries"]
+    assert not [f for f in good_result["failures"] if "serving_per_text" in f]  # the real export's agrees
+
+
 def test_a_model_that_cannot_load_is_not_blessed(tmp_path):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "saved_model.pb").write_bytes(b"not a saved model")
