@@ -315,16 +315,15 @@ def apply_thread_settings(training: configs.TrainingConfig | Mapping[str, Any]) 
                              threading.set_intra_op_parallelism_threads),
                             ("inter", threading.get_inter_op_parallelism_threads,
                              threading.set_inter_op_parallelism_threads)):
-        threads = getattr(training, f"{pool}_op_threads")
+        threads, variable = getattr(training, f"{pool}_op_threads"), configs.TF_THREAD_VARIABLES[pool]
         # The runtime reads the environment when it starts; get() shows only what set_() was given.
-        if not threads or get() == threads or os.environ.get(f"TF_NUM_{pool.upper()}OP_THREADS") == str(threads):
+        if not threads or get() == threads or os.environ.get(variable) == str(threads):
             continue
         try:
             set_(threads)
         except RuntimeError:
             logging.warning("TensorFlow is already running with %s-op threads = %d (configured %d); set "
-                            "TF_NUM_%sOP_THREADS before TensorFlow starts to apply it",
-                            pool, get(), threads, pool.upper())
+                            "%s before TensorFlow starts to apply it", pool, get(), threads, variable)
 
 
 class ValidateOnAverage(tf.keras.callbacks.Callback):

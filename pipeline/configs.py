@@ -622,18 +622,18 @@ def trainer_hyperparameters(dataset: DatasetConfig) -> dict[str, Any]:
     return TrainerConfig.of(dataset).to_custom_config()
 
 
+# The environment variable that sizes each of TensorFlow's thread pools ("intra", "inter").
+TF_THREAD_VARIABLES = {"intra": "TF_NUM_INTRAOP_THREADS", "inter": "TF_NUM_INTEROP_THREADS"}
+
+
 def tf_thread_environment(training: TrainingConfig) -> dict[str, str]:
     """Environment variables that size TensorFlow's thread pools; read once, when TensorFlow starts.
 
     Set them before TensorFlow is imported (the local runner and the benchmark
     do), since the pools cannot be resized once the runtime is up.
     """
-    env = {}
-    if training.intra_op_threads:
-        env["TF_NUM_INTRAOP_THREADS"] = str(training.intra_op_threads)
-    if training.inter_op_threads:
-        env["TF_NUM_INTEROP_THREADS"] = str(training.inter_op_threads)
-    return env
+    return {variable: str(getattr(training, f"{pool}_op_threads"))
+            for pool, variable in TF_THREAD_VARIABLES.items() if getattr(training, f"{pool}_op_threads")}
 
 
 def transform_custom_config(dataset: DatasetConfig) -> dict[str, Any]:
