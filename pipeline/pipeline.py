@@ -272,6 +272,10 @@ def create_pipeline(
         # The vocabulary is learnt from training text only.
         splits_config=transform_pb2.SplitsConfig(analyze=[TRAIN], transform=list(SPLITS)),
         custom_config=configs.transform_custom_config(dataset),
+        # StatisticsGen and ExampleValidator already check the raw data against the curated
+        # schema; Transform's own pre- and post-transform statistics (with anomalies against a
+        # schema it infers) are read by nothing here and cost a pass over every split.
+        disable_statistics=True,
     ).with_id(TRANSFORM_ID)
     if window is not None:
         transform.add_upstream_node(validation_gate)  # the window holds this run's validated span

@@ -216,7 +216,7 @@ def summarize_run(location: StoreAddress | Path | str, pipeline_name: str, run_i
                 }
             elif kind == "ExampleAnomalies" and component.startswith("SpanDriftCheck"):
                 summary.drift = _read_json(Path(artifact.uri) / "drift.json") or {}
-            elif kind == "ExampleAnomalies":
+            elif kind == "ExampleAnomalies" and component.startswith("ExampleValidator"):
                 summary.anomalies_uri = artifact.uri
             elif kind == "ModelRun":
                 history = _read_json(Path(artifact.uri) / "history.json") or {}

@@ -95,6 +95,19 @@ def test_every_component_ran_and_recorded_its_outputs(runs, metadata_uri):
             "ModelRun", "ModelEvaluation", "ModelBlessing", "InfraBlessing", "PushedModel"} <= types
     for artifact in store.get_artifacts():
         assert Path(artifact.uri).exists(), artifact.uri
+    # The raw data's statistics and anomalies come from StatisticsGen and ExampleValidator only:
+    # Transform computes none of its own, and the summary points at the validator's anomalies.
+    pipelines = output_dir / "pipelines"
+    producers: dict[str, set[str]] = {}
+    for artifact in store.get_artifacts():
+        if Path(artifact.uri).is_relative_to(pipelines):  # <pipeline>/<component id>/<output>/<id>
+            producers.setdefault(store.get_artifact_types_by_id([artifact.type_id])[0].name, set()).add(
+                Path(artifact.uri).relative_to(pipelines).parts[1])
+    assert {kind for kind, components in producers.items() if "Transform" in components} == {
+        "TransformGraph", "Examples", "TransformCache"}
+    assert "StatisticsGen" in producers["ExampleStatistics"]
+    assert producers["ExampleAnomalies"] == {"ExampleValidator"}
+    assert Path(blessed_run.anomalies_uri).relative_to(pipelines).parts[1] == "ExampleValidator"
 
 
 def test_the_trainer_trained_the_default_ensemble_member_by_member(runs, metadata_uri):
