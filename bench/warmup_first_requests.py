@@ -14,6 +14,9 @@ width). This benchmark shows what that buys, over REST, from one client:
 3. for contrast, a process of its own loads the same SavedModel with no warm-up
    and times the same sequence three times in-process.
 
+With --output-filter (e.g. probability,label) every request asks for those outputs only,
+so the per-text signature answers (its own graph, warmed up from its own records).
+
 Per pass: median, p90 and max latency, and how much slower the first pass is than
 the third (per request, the median and max ratio). Writes
 bench/results/warmup_first_requests.json. Nothing else should run meanwhile: the
@@ -81,7 +84,8 @@ def _wait_available(base: str, name: str, version: int, timeout: float = 600.0) 
     raise TimeoutError(f"version {version} not AVAILABLE after {timeout} s")
 
 
-def over_rest(source: Path, name: str, sequence: list[list[str]], server_args: list[str]) -> dict:
+def over_rest(source: Path, name: str, sequence: list[list[str]], server_args: list[str],
+              output_filter: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="warmup-bench-") as tmp:
         base_dir = Path(tmp) / name
         base_dir.mkdir()
@@ -100,7 +104,8 @@ def over_rest(source: Path, name: str, sequence: list[list[str]], server_args: l
                 latencies = []
                 for texts in sequence:
                     t0 = time.perf_counter()
-                    answer = session.post(url, json={"instances": texts}, timeout=120)
+                    body = {"instances": texts, **({"output_filter": output_filter} if output_filter else {})}
+                    answer = session.post(url, json=body, timeout=120)
                     latencies.append(1000 * (time.perf_counter() - t0))
                     answer.raise_for_status()
                     assert len(answer.json()["predictions"]) == len(texts)
@@ -112,12 +117,10 @@ def over_rest(source: Path, name: str, sequence: list[list[str]], server_args: l
             **_compare(passes)}
 
 
-def _in_process_child(model_dir: str, sequence, out) -> None:
+def _in_process_child(model_dir: str, sequence, per_token: bool, out) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     sys.path.insert(0, str(ROOT))
-    import tensorflow as tf
-
     from pipeline import predict as predict_lib
 
     t0 = time.perf_counter()
@@ -128,16 +131,16 @@ def _in_process_child(model_dir: str, sequence, out) -> None:
         latencies = []
         for texts in sequence:
             t0 = time.perf_counter()
-            signature(text=tf.constant(texts))
+            predict_lib.run_signature(signature, texts, per_token)
             latencies.append(1000 * (time.perf_counter() - t0))
         passes.append(latencies)
     out.put({"load_s": round(load_s, 1), "passes": passes})
 
 
-def in_process_without_warm_up(model_dir: Path, sequence) -> dict:
+def in_process_without_warm_up(model_dir: Path, sequence, per_token: bool = True) -> dict:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    child = ctx.Process(target=_in_process_child, args=(str(model_dir), sequence, out))
+    child = ctx.Process(target=_in_process_child, args=(str(model_dir), sequence, per_token, out))
     child.start()
     result = out.get(timeout=1800)
     child.join(timeout=60)
@@ -153,6 +156,8 @@ def main(argv=None) -> int:
     parser.add_argument("--step", type=int, default=8, help="words between two single texts")
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="extra `serve` argument (repeatable), e.g. --server-arg=--no-batching")
+    parser.add_argument("--output-filter", default="", metavar="NAMES",
+                        help="comma-separated outputs every request asks for (default: all)")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
 
@@ -161,15 +166,21 @@ def main(argv=None) -> int:
     sequence = request_sequence(reviews, args.max_words, args.step)
     print(f"{len(sequence)} requests per pass: single texts of 1..{args.max_words} words, then 32 reviews", flush=True)
 
-    rest = over_rest(source, args.model_name, sequence, args.server_arg)
+    output_filter = [name for name in args.output_filter.split(",") if name]
+    rest = over_rest(source, args.model_name, sequence, args.server_arg, output_filter)
     print("REST, new version warmed up by the server:", json.dumps(rest["per_pass"]),
           rest["first_over_last_pass_per_request"], flush=True)
-    cold = in_process_without_warm_up(source, sequence)
+    sys.path.insert(0, str(ROOT))
+    from pipeline import predict as predict_lib
+
+    per_token = not output_filter or predict_lib.needs_per_token(output_filter)
+    cold = in_process_without_warm_up(source, sequence, per_token)
     print("in-process, no warm-up:", json.dumps(cold["per_pass"]), cold["first_over_last_pass_per_request"],
           flush=True)
     report = {
         "what": __doc__.split("\n\n")[0],
         "model": str(source), "requests_per_pass": len(sequence),
+        "output_filter": output_filter or "all outputs",
         "sequence": f"single texts of 1..{args.max_words} words in steps of {args.step}, then a batch of 32 reviews",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": {"cpus": os.cpu_count(),
                                                                 "python": platform.python_version()},
