@@ -145,8 +145,7 @@ def main(argv=None) -> int:
               "in_process_reviews_per_s_batch32": in_process,
               "in_process_reviews_per_s_batch32_per_text_outputs": in_process_per_text,
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "note": "2 cores shared with other work during the run (other sessions' tests and "
-                                  "pipelines); the client processes run on the same cores"},
+                          "note": "the client processes run on the same cores as the server"},
               "clients": "separate processes, requests.Session, JSON bodies; latency: request sent to answer parsed",
               "imdb_review_chars_mean": round(sum(map(len, reviews)) / len(reviews), 1),
               "duration_s_per_load": args.duration, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
