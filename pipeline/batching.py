@@ -57,7 +57,7 @@ import os
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from pipeline import predict
 
@@ -174,11 +174,20 @@ class _Task:
         self.future: Future = Future()
 
 
-class _Batch:
-    __slots__ = ("key", "signature", "per_token", "tasks", "size", "deadline")
+class _QueueKey(NamedTuple):
+    """What a batch must share: the version (and its loaded signature), and whether per-token
+    outputs are computed."""
 
-    def __init__(self, key, signature, per_token: bool, deadline: float):
-        self.key, self.signature, self.per_token, self.deadline = key, signature, per_token, deadline
+    version: Any
+    signature_id: int
+    per_token: bool
+
+
+class _Batch:
+    __slots__ = ("key", "signature", "tasks", "size", "deadline")
+
+    def __init__(self, key: _QueueKey, signature, deadline: float):
+        self.key, self.signature, self.deadline = key, signature, deadline
         self.tasks: list[_Task] = []
         self.size = 0
 
@@ -192,7 +201,7 @@ class Batcher(_Resolver):
         self.parameters = parameters or BatchingParameters()
         self._timeout = self.parameters.batch_timeout_micros / 1e6
         self._cond = threading.Condition()
-        self._queues: dict[Any, collections.deque[_Batch]] = {}
+        self._queues: dict[_QueueKey, collections.deque[_Batch]] = {}
         self._stopping = False
         self._counters = {"batches": 0, "requests": 0, "instances": 0, "largest_batch": 0, "rejected": 0,
                           "failed_batches": 0}
@@ -207,12 +216,11 @@ class Batcher(_Resolver):
         fields = check_outputs(outputs)
         served, signature = self.resolve(version)
         task = _Task(list(texts))
-        per_token = predict.needs_per_token(fields)
-        self._enqueue((served, id(signature), per_token), signature, task)
+        self._enqueue(_QueueKey(served, id(signature), predict.needs_per_token(fields)), signature, task)
         merged, start = task.future.result()
         return served, select(merged, start, start + len(task.texts), fields)
 
-    def _enqueue(self, key, signature, task: _Task) -> None:
+    def _enqueue(self, key: _QueueKey, signature, task: _Task) -> None:
         size, limits = len(task.texts), self.parameters
         with self._cond:
             if self._stopping:
@@ -223,10 +231,10 @@ class Batcher(_Resolver):
             else:
                 if queue is not None and len(queue) >= limits.max_enqueued_batches:
                     self._counters["rejected"] += 1
-                    raise Unavailable(f"the batching queue of version {key[0]} is full ({len(queue)} batches of "
+                    raise Unavailable(f"the batching queue of version {key.version} is full ({len(queue)} batches of "
                                       f"up to {limits.max_batch_size} texts waiting, max_enqueued_batches="
                                       f"{limits.max_enqueued_batches}); retry later")
-                batch = _Batch(key, signature, key[-1], time.monotonic() + self._timeout)
+                batch = _Batch(key, signature, time.monotonic() + self._timeout)
                 self._queues.setdefault(key, collections.deque()).append(batch)
             batch.tasks.append(task)
             batch.size += size
@@ -279,7 +287,7 @@ class Batcher(_Resolver):
             counters["instances"] += len(texts)
             counters["largest_batch"] = max(counters["largest_batch"], len(texts))
         try:
-            merged = self._run(batch.signature, texts, batch.per_token)
+            merged = self._run(batch.signature, texts, batch.key.per_token)
         except Exception as error:
             if len(batch.tasks) == 1:
                 batch.tasks[0].future.set_exception(error)
@@ -290,7 +298,7 @@ class Batcher(_Resolver):
                         len(batch.tasks), type(error).__name__, error)
             for task in batch.tasks:
                 try:
-                    task.future.set_result((self._run(batch.signature, task.texts, batch.per_token), 0))
+                    task.future.set_result((self._run(batch.signature, task.texts, batch.key.per_token), 0))
                 except Exception as own:
                     task.future.set_exception(own)
             return

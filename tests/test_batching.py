@@ -91,20 +91,29 @@ def _in_threads(function, arguments):
     return threads, results, errors
 
 
+def _queued_behind_a_busy_model(batcher, run, gate, requests, blocker_version=None):
+    """Holds the batcher's only thread in the model on a first request, queues `requests`
+    ((version, texts[, outputs]) each) behind it until all their texts wait, then lets the
+    model go. Returns (results, errors, the counters while they waited)."""
+    blocker = _in_threads(batcher.predict, [(blocker_version, ["first"])])
+    _wait_until(lambda: len(run.calls) == 1)
+    threads, results, errors = _in_threads(batcher.predict, requests)
+    _wait_until(lambda: batcher.counters()["queued_instances"] == sum(len(r[1]) for r in requests))
+    waiting = batcher.counters()
+    gate.set()
+    for thread in threads + blocker[0]:
+        thread.join(10)
+    return results, errors, waiting
+
+
 def test_requests_waiting_for_a_busy_model_are_merged_into_one_call_and_answered_separately():
     gate = threading.Event()
     run = Recorder(gate)
     batcher = batching.Batcher(Repository({1: 1}), NAME, batching.BatchingParameters(
         max_batch_size=64, num_batch_threads=1), run=run)
+    requests = [(None, TEXTS[i:i + 1 + i % 3]) for i in range(6)]
     try:
-        first = _in_threads(batcher.predict, [(None, ["first"])])
-        _wait_until(lambda: len(run.calls) == 1)  # the only thread is busy with it
-        requests = [(None, TEXTS[i:i + 1 + i % 3]) for i in range(6)]
-        threads, results, errors = _in_threads(batcher.predict, requests)
-        _wait_until(lambda: batcher.counters()["queued_instances"] == sum(len(t) for _, t in requests))
-        gate.set()
-        for thread in threads + first[0]:
-            thread.join(10)
+        results, errors, _ = _queued_behind_a_busy_model(batcher, run, gate, requests)
     finally:
         batcher.stop()
     assert not errors
@@ -123,15 +132,9 @@ def test_a_batch_never_mixes_versions():
     run = Recorder(gate)
     batcher = batching.Batcher(Repository({1: 1, 2: 2}), NAME, batching.BatchingParameters(
         max_batch_size=64, num_batch_threads=1), run=run)
+    requests = [(1 + i % 2 if i % 3 else None, [TEXTS[i]]) for i in range(8)]
     try:
-        blocker = _in_threads(batcher.predict, [(1, ["first"])])
-        _wait_until(lambda: len(run.calls) == 1)
-        requests = [(1 + i % 2 if i % 3 else None, [TEXTS[i]]) for i in range(8)]
-        threads, results, errors = _in_threads(batcher.predict, requests)
-        _wait_until(lambda: batcher.counters()["queued_instances"] == 8)
-        gate.set()
-        for thread in threads + blocker[0]:
-            thread.join(10)
+        results, errors, _ = _queued_behind_a_busy_model(batcher, run, gate, requests, blocker_version=1)
     finally:
         batcher.stop()
     assert not errors
@@ -150,19 +153,13 @@ def test_requests_without_per_token_outputs_are_batched_apart_and_run_without_th
         max_batch_size=64, num_batch_threads=1), run=run)
     asks = [["probability", "label"], ["attention"], ["label", "rating", "length"], None, ["probability"],
             ["trajectory", "label"]]
+    requests = [(None, [TEXTS[i]], asked) for i, asked in enumerate(asks)]
     try:
-        blocker = _in_threads(batcher.predict, [(None, ["first"])])
-        _wait_until(lambda: len(run.calls) == 1)
-        requests = [(None, [TEXTS[i]], asked) for i, asked in enumerate(asks)]
-        threads, results, errors = _in_threads(batcher.predict, requests)
-        _wait_until(lambda: batcher.counters()["queued_instances"] == len(asks))
-        assert batcher.counters()["queued_batches"] == 2
-        gate.set()
-        for thread in threads + blocker[0]:
-            thread.join(10)
+        results, errors, waiting = _queued_behind_a_busy_model(batcher, run, gate, requests)
     finally:
         batcher.stop()
     assert not errors
+    assert waiting["queued_batches"] == 2  # one per kind of answer
     light = [TEXTS[i] for i, asked in enumerate(asks) if asked and not {"attention", "trajectory"} & set(asked)]
     calls = dict(zip(run.per_token[1:], (texts for _, texts in run.calls[1:])))
     assert len(run.calls) == 3 and sorted(calls[False]) == sorted(light)
@@ -221,14 +218,8 @@ def test_a_failing_merged_batch_fails_only_the_request_that_breaks_the_model():
     run = Recorder(gate, fail_on="poison")
     batcher = batching.Batcher(Repository({1: 1}), NAME, batching.BatchingParameters(num_batch_threads=1), run=run)
     try:
-        blocker = _in_threads(batcher.predict, [(None, ["first"])])
-        _wait_until(lambda: len(run.calls) == 1)
-        threads, results, errors = _in_threads(batcher.predict, [(None, ["fine"]), (None, ["poison"]),
-                                                                 (None, ["also fine"])])
-        _wait_until(lambda: batcher.counters()["queued_instances"] == 3)
-        gate.set()
-        for thread in threads + blocker[0]:
-            thread.join(10)
+        results, _, _ = _queued_behind_a_busy_model(batcher, run, gate, [(None, ["fine"]), (None, ["poison"]),
+                                                                         (None, ["also fine"])])
     finally:
         batcher.stop()
     assert [type(r).__name__ for r in results] == ["tuple", "RuntimeError", "tuple"]
