@@ -133,7 +133,8 @@ def tokenize_corpus(texts: list[str], token_level: str, batch: int = 2048) -> li
     tokens = []
     for start in range(0, len(texts), batch):
         ragged = preprocessing.tokenize(tf.constant(texts[start:start + batch]), token_level)
-        tokens.extend(row.numpy() for row in ragged)
+        # One conversion per batch: slicing an eager ragged tensor row by row costs ~1 ms a row.
+        tokens.extend(np.split(ragged.flat_values.numpy(), ragged.row_splits.numpy()[1:-1]))
     return tokens
 
 
