@@ -71,6 +71,14 @@ def test_ids_follow_the_transform_conventions_and_its_head_and_tail_cut():
     assert kept == ["w0", "w1", "w14", "w15", "w16", "w17", "w18", "w19"]
 
 
+def test_tokenize_corpus_keeps_each_text_its_own_tokens_across_batches_and_empty_texts():
+    texts = ["", "Good <br />film!", "   ", "x", "it's naïve, bad"] * 3
+    tokens = pretraining.tokenize_corpus(texts, "word", batch=4)  # batches end inside the list
+    expected = [[t.decode() for t in preprocessing.tokenize(tf.constant([text])).to_list()[0]] for text in texts]
+    assert [[t.decode() for t in row] for row in tokens] == expected
+    assert expected[1] == ["good", "film", "!"] and expected[0] == [] and expected[4] == ["it's", "naïve", ",", "bad"]
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     directory = tmp_path_factory.mktemp("reader")
