@@ -110,16 +110,14 @@ def train_and_stack(train, valid, test, labelled, transform_output, hyperparamet
         trainer.embedding_input_dim(transform_output, hyperparameters), bool(training["naive_bayes_logistic"]))
     stacked_valid, _ = calibration.logits_and_labels(stacked, valid_batches, model_lib.LOGIT)
     stacked_test, _ = calibration.logits_and_labels(stacked, test_batches, model_lib.LOGIT)
-    scale, _, offset = weights
-    score = stacked_valid - (scale * valid_logits + offset)  # the weighted n-gram score
     return {
         "train_examples": int(len(train[features.LENGTH])),
         "epochs_run": len(history.history["val_auc"]),
         "val_auc_by_epoch": [round(float(v), 4) for v in history.history["val_auc"]],
         "val_accuracy_network": float(np.mean((valid_logits > 0) == (valid_labels > 0.5))),
         "test_accuracy_network": float(np.mean((test_logits > 0) == (test_labels > 0.5))),
-        "val_accuracy_stacked_cross_fitted": calibration.cross_fitted_accuracy(
-            np.stack([valid_logits, score], axis=1), valid_labels),
+        "val_accuracy_stacked_cross_fitted": tb.stacked_cross_fitted_accuracy(
+            valid_logits, stacked_valid, weights, valid_labels),
         "test_accuracy_stacked": float(np.mean((stacked_test > 0) == (test_labels > 0.5))),
         "stacking_weights": weights,
         "train_seconds": round(train_seconds, 1),

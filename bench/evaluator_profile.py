@@ -34,20 +34,15 @@ RESULTS = ROOT / "bench" / "results"
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_analysis as tfma  # noqa: E402
+import train_benchmark as tb  # noqa: E402
 
 from models import features  # noqa: E402
 from pipeline import configs  # noqa: E402
 from pipeline import pipeline as pipeline_lib  # noqa: E402
-
-
-def newest(directory: Path) -> Path:
-    runs = [p for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
-    if not runs:
-        raise SystemExit(f"nothing under {directory}: run the pipeline with this --output-dir first")
-    return max(runs, key=lambda p: int(p.name))
 
 
 def first_run_config(dataset: configs.DatasetConfig, variant: str) -> tfma.EvalConfig:
@@ -77,8 +72,8 @@ def main() -> int:
     args = parser.parse_args()
     dataset = configs.DATASETS[args.dataset]
     root = args.output_dir / "pipelines" / f"sentiment-{dataset.name}"
-    model_dir = newest(root / "Trainer" / "model") / "Format-Serving"
-    test_dir = newest(root / "ExampleGen" / "examples") / "Split-test"
+    model_dir = Path(tb.latest(str(root / "Trainer" / "model" / "*"))) / "Format-Serving"
+    test_dir = Path(tb.latest(str(root / "ExampleGen" / "examples" / "*"))) / "Split-test"
     files = sorted(str(p) for p in test_dir.glob("*.gz"))
     records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
     signature = tf.saved_model.load(str(model_dir)).signatures[features.TF_EXAMPLE_SIGNATURE]

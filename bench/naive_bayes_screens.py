@@ -45,7 +45,7 @@ from sklearn.feature_extraction.text import CountVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from components import review_example_gen, review_sources  # noqa: E402
-from models import pretraining  # noqa: E402
+from models import preprocessing, pretraining  # noqa: E402
 from pipeline import configs, data_sources  # noqa: E402
 
 RULES = {
@@ -75,8 +75,7 @@ def tokens(texts: list[str]) -> list[list[bytes]]:
 
 
 def head_and_tail(docs: list[list[bytes]], max_len: int) -> list[list[bytes]]:
-    head = max_len // 4
-    return [d if len(d) <= max_len else d[:head] + d[len(d) - (max_len - head):] for d in docs]
+    return [preprocessing.truncate_list(d, max_len) for d in docs]
 
 
 def fit_score(train_docs, labels, evaluated, order: int, logistic: bool) -> tuple[int, list[np.ndarray]]:

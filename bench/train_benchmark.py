@@ -176,6 +176,14 @@ def compare_stackings(train_model, train_batches, valid_batches, test_batches, i
     return results
 
 
+def stacked_cross_fitted_accuracy(network_logits, stacked_logits, weights, labels) -> float:
+    """Cross-fitted accuracy of the network's logit beside the weighted n-gram score (the stacked
+    logit less the network's mapped part), each half of the split mapped by the fit on the other."""
+    scale, _, offset = weights
+    score = stacked_logits - (scale * network_logits + offset)
+    return calibration.cross_fitted_accuracy(np.stack([network_logits, score], axis=1), labels)
+
+
 def train_and_test(train, valid, test, tf_transform_output, hyperparameters, seed,
                    stacking_variants: dict | None = None):
     """Trains one model; returns its metrics and timings (`stacking_variants`: compare_stackings' keywords)."""
@@ -230,10 +238,8 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
             stacking["variants"] = variants
         if weights:
             stacked_logits, _ = calibration.logits_and_labels(model, valid_batches, model_lib.LOGIT)
-            scale, _, offset = weights
-            # The network's logit and the weighted score (the stacked logit less the network's mapped part).
-            stacking["val_accuracy_cross_fitted"] = calibration.cross_fitted_accuracy(
-                np.stack([valid_logits, stacked_logits - (scale * valid_logits + offset)], axis=1), valid_labels)
+            stacking["val_accuracy_cross_fitted"] = stacked_cross_fitted_accuracy(
+                valid_logits, stacked_logits, weights, valid_labels)
     served = model if stacking else train_model
 
     test_batches = batches(test, training, False, 0, with_rating=features.TRANSFORMED_RATING in test)
