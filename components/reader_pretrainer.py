@@ -1,9 +1,15 @@
-"""ReaderPretrainer: the classifier's reader learnt on unlabeled text first (models/pretraining.py).
+"""ReaderPretrainer: the classifier's reader learnt first, before the Trainer starts from it.
 
-It reads the training split of the validated examples and the configured
-unlabeled CSV files, drops every text that equals a text of a held-out split
-(eval or test) of the same examples, and writes a Model artifact holding the
-reader's state where the Trainer's `base_model` looks for it
+Two objectives (PretrainingConfig.objective):
+* `language_model` (models/pretraining.py): the reader learns to predict words
+  on the training split of the validated examples and the configured
+  unlabeled CSV files;
+* `labelled_sentences` (models/transfer.py): the whole classifier learns the
+  same task on the sentences of labelled CSV files of another dataset.
+
+Either way it drops every text that equals a text of a held-out split (eval
+or test) of the validated examples, and writes a Model artifact holding the
+network's state where the Trainer's `base_model` looks for it
 (`<uri>/warm_start`, models/warm_start.py), with the vocabulary it was
 learnt with, the digest of every text it read, and a report.
 
@@ -44,35 +50,61 @@ def ReaderPretrainer(
     text_feature: Parameter[str],
     source_fingerprint: Parameter[str] = "",
     code_fingerprint: Parameter[str] = "",
+    labelled_sources: Parameter[str] = "[]",
+    objective: Parameter[str] = "language_model",
 ) -> None:
-    """Pretrains the reader. unlabeled_sources: a JSON list of CSV paths; reader and settings:
-    JSON of models.pretraining.ReaderShape and PretrainingSettings. The fingerprints only key the cache."""
+    """Pretrains the reader. unlabeled_sources, labelled_sources: JSON lists of CSV paths; reader:
+    JSON of models.pretraining.ReaderShape (language_model) or of the classifier's build_model
+    arguments (labelled_sentences); settings: JSON of PretrainingSettings, plus `clipnorm` and
+    `weight_averaging` for the classifier. The fingerprints only key the cache."""
     from absl import logging
 
-    from models import pretraining
+    from models import pretraining, transfer
 
     del source_fingerprint, code_fingerprint
+
+    def progress(text: str) -> None:
+        logging.info("progress: %s", text)  # the run's console shows these lines (pipeline/console.py)
+
     splits = json.loads(examples.split_names)
     if TRAIN_SPLIT not in splits:
         raise ValueError(f"the examples at {examples.uri} have no {TRAIN_SPLIT!r} split (splits: {splits})")
     held_out_splits = [split for split in splits if split != TRAIN_SPLIT]
     held_out = [text for split in held_out_splits for text in read_split_texts(examples.uri, split, text_feature)]
     sources = json.loads(unlabeled_sources)
-    corpus = pretraining.build_corpus(
-        read_split_texts(examples.uri, TRAIN_SPLIT, text_feature),
-        {os.path.basename(path): pretraining.read_unlabeled(path) for path in sources},
-        held_out)
-    logging.info("Pretraining corpus: %s", corpus.counts)
-    report = pretraining.pretrain(corpus, pretraining.ReaderShape(**json.loads(reader)),
-                                  pretraining.PretrainingSettings(**json.loads(settings)), model.uri,
-                                  progress=logging.info)
+    values = json.loads(settings)
+    if objective == "labelled_sentences":
+        sources = json.loads(labelled_sources)
+        training = {key: values.pop(key) for key in ("clipnorm", "weight_averaging")}
+        training["learning_rate"] = values["learning_rate"]
+        corpus = transfer.build_sentence_corpus(
+            {os.path.basename(path): transfer.read_labelled(path) for path in sources}, held_out)
+        logging.info("Pretraining corpus: %s", corpus.counts)
+        report = transfer.pretrain_classifier(corpus, json.loads(reader), pretraining.PretrainingSettings(**values),
+                                              training, model.uri, progress=progress)
+        splits_read = ""  # the pipeline's own examples: only their held-out texts, to drop them
+    elif objective == "language_model":
+        corpus = pretraining.build_corpus(
+            read_split_texts(examples.uri, TRAIN_SPLIT, text_feature),
+            {os.path.basename(path): pretraining.read_unlabeled(path) for path in sources},
+            held_out)
+        logging.info("Pretraining corpus: %s", corpus.counts)
+        report = pretraining.pretrain(corpus, pretraining.ReaderShape(**json.loads(reader)),
+                                      pretraining.PretrainingSettings(**values), model.uri, progress=progress)
+        splits_read = TRAIN_SPLIT
+    else:
+        raise ValueError(f"unknown pretraining objective {objective!r}")
     # What it learnt from, on the artifact itself: ML Metadata answers "did it read a test text?".
-    model.set_string_custom_property("splits_read", TRAIN_SPLIT)
+    model.set_string_custom_property("objective", objective)
+    model.set_string_custom_property("splits_read", splits_read)
     model.set_string_custom_property("held_out_splits", ",".join(held_out_splits))
-    model.set_string_custom_property("unlabeled_sources", json.dumps(sources))
+    model.set_string_custom_property("labelled_sources" if objective == "labelled_sentences" else
+                                     "unlabeled_sources", json.dumps(sources))
     model.set_string_custom_property("corpus", json.dumps(corpus.counts, sort_keys=True))
     model.set_int_custom_property("texts", corpus.counts["texts"])
     model.set_int_custom_property("tokens", report["tokens"])
     model.set_float_custom_property("seconds", report["seconds"])
     if report["val_loss"]:
         model.set_float_custom_property("val_loss", report["val_loss"][-1])
+    if report.get("val_accuracy"):
+        model.set_float_custom_property("val_accuracy", report["val_accuracy"][-1])

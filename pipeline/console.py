@@ -42,6 +42,8 @@ _EPOCH_END = re.compile(r"^\s*(\d+)/(\d+) - .*?\bloss: ")
 _METRIC = re.compile(r"\b([A-Za-z_][\w]*): (-?[\d.]+(?:e[-+]?\d+)?|nan|inf)\b")
 # Keras' early stopping, said on the Trainer's closing line rather than on lines of their own.
 _EARLY_STOP = re.compile(r"^Epoch (\d+): early stopping$")
+# A component's own progress on long work (e.g. the ReaderPretrainer's corpus and share of the epoch).
+_PROGRESS = re.compile(r"^progress: (.+)$")
 _BEST_EPOCH = re.compile(r"^Restoring model weights from the end of the best epoch: (\d+)\.$")
 # Per epoch: the training loss and the validation metrics, at most this many.
 EPOCH_FIGURES = 4
@@ -199,6 +201,10 @@ class ComponentLines(logging.Handler):
             self.line(f"{match.group(1):<26} skipped")
             return
         if self.running is None:
+            return
+        match = _PROGRESS.match(message)
+        if match:
+            self.line(f"{'':<26} {match.group(1)}")
             return
         match = _EPOCH.match(message)
         if match:

@@ -367,9 +367,16 @@ def _reader_figure(artifact, _outputs) -> str | None:
     texts = run_summary._custom_int(artifact, "texts")
     if texts is None:
         return None
-    text = f"reader pretrained on {texts:,} texts ({run_summary._custom_int(artifact, 'tokens') or 0:,} tokens)"
-    if "val_loss" in artifact.custom_properties:
-        text += f", val_loss {artifact.custom_properties['val_loss'].double_value:.4f}"
+    properties = artifact.custom_properties
+    tokens = run_summary._custom_int(artifact, "tokens") or 0
+    if run_summary._custom_str(artifact, "objective") == "labelled_sentences":
+        text = f"classifier pretrained on {texts:,} labelled sentences ({tokens:,} tokens)"
+        if "val_accuracy" in properties:
+            text += f", val_accuracy {properties['val_accuracy'].double_value:.4f}"
+        return text
+    text = f"reader pretrained on {texts:,} texts ({tokens:,} tokens)"
+    if "val_loss" in properties:
+        text += f", val_loss {properties['val_loss'].double_value:.4f}"
     return text
 
 

@@ -6,6 +6,7 @@ of components is built here once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import tensorflow_model_analysis as tfma
@@ -187,31 +188,46 @@ def training_window(config: configs.PipelineConfig):
 
 
 def reader_pretrainer(config: configs.PipelineConfig, examples) -> ReaderPretrainer:
-    """The reader learnt first as a language model on the training texts and the unlabeled ones
-    (models/pretraining.py), shaped as the classifier's reader so the Trainer starts from it."""
+    """The network learnt first, shaped as the classifier so the Trainer starts from it: the reader
+    as a language model on the training texts and the unlabeled ones (models/pretraining.py), or
+    the whole classifier on labelled sentences of another dataset (models/transfer.py)."""
     dataset = config.dataset
     pretraining, model = dataset.pretraining, dataset.model
-    if not pretraining.unlabeled_sources:
-        raise ValueError(f"{dataset.name}: pretraining.enabled needs pretraining.unlabeled_sources")
-    sources = [source if "://" in source else str(data_sources.resolve_data_file(source, what="unlabeled text"))
-               for source in pretraining.unlabeled_sources]
+    labelled = pretraining.objective == "labelled_sentences"
+
+    def resolved(paths, what):
+        return [path if "://" in path else str(data_sources.resolve_data_file(path, what=what)) for path in paths]
+
+    unlabeled = resolved(pretraining.unlabeled_sources, "unlabeled text") if not labelled else []
+    labelled_sources = resolved(pretraining.labelled_sources, "labelled text for pretraining (or run with "
+                                "--set pretraining.enabled=false)") if labelled else []
+    sources = labelled_sources or unlabeled
     local = [source for source in sources if "://" not in source]
     settings = {"vocab_size": pretraining.vocab_size, "max_len": dataset.max_len, "token_level": dataset.token_level,
                 "epochs": pretraining.epochs, "batch_size": pretraining.batch_size,
                 "learning_rate": pretraining.learning_rate, "num_sampled": pretraining.num_sampled,
                 "embedding_dropout": pretraining.embedding_dropout, "seed": dataset.training.seed,
                 "pretrained_embeddings": model.pretrained_embeddings}
-    reader = {key: getattr(model, key) for key in ("embedding_dim", "cell", "rnn_units", "rnn_layers",
-                                                   "bidirectional")}
+    if labelled:
+        # The whole classifier, as the Trainer builds it (the rating head starts in the Trainer:
+        # the labelled sentences carry no rating).
+        reader = {**{k: v for k, v in dataclasses.asdict(model).items() if k != "pretrained_embeddings"},
+                  "rating_head": False}
+        settings.update(clipnorm=dataset.training.clipnorm, weight_averaging=dataset.training.weight_averaging)
+    else:
+        reader = {key: getattr(model, key) for key in ("embedding_dim", "cell", "rnn_units", "rnn_layers",
+                                                       "bidirectional")}
     return ReaderPretrainer(
         examples=examples,
-        unlabeled_sources=json.dumps(sources),
+        unlabeled_sources=json.dumps(unlabeled),
+        labelled_sources=json.dumps(labelled_sources),
+        objective=pretraining.objective,
         reader=json.dumps(reader, sort_keys=True),
         settings=json.dumps(settings, sort_keys=True),
         text_feature=features.TEXT,
         # Local files by content; a remote file (gs://...) by its name only.
         source_fingerprint=configs.files_fingerprint(local) + json.dumps(sorted(set(sources) - set(local))),
-        code_fingerprint=configs.pretraining_fingerprint(),
+        code_fingerprint=configs.pretraining_fingerprint(pretraining.objective),
     ).with_id("ReaderPretrainer")
 
 

@@ -27,7 +27,7 @@ DAG_SHIM = "from pipeline.airflow_dag import DAG  # noqa: F401  (an Airflow DAG)
 ROWS = 300
 SMALL_MODEL = (
     "training.epochs=1,training.batch_size=32,training.weight_averaging=0,model.embedding_dim=16,model.rnn_units=16,evaluation.min_accuracy=0.0,evaluation.min_auc=0,"
-    "pretrained_vocabulary=0,model.pretrained_embeddings=")
+    "pretrained_vocabulary=0,model.pretrained_embeddings=,pretraining.enabled=false")
 REQUIRED_UPSTREAM = required_upstream("LatestBlessedModelResolver")
 
 
@@ -108,8 +108,9 @@ def test_dagbag_imports_the_dag_with_one_task_per_component(airflow_env):
     # Exactly the components create_pipeline() builds, with the same edges.
     from pipeline.pipeline import create_pipeline
 
+    dataset = configs.with_overrides(configs.POLARITY, dict(item.split("=", 1) for item in SMALL_MODEL.split(",")))
     local = create_pipeline(configs.PipelineConfig(
-        dataset=configs.POLARITY, input_path=Path("/data/polarity/rt-polarity.csv.gz"), output_dir=Path("/out")))
+        dataset=dataset, input_path=Path("/data/polarity/rt-polarity.csv.gz"), output_dir=Path("/out")))
     assert tasks == {c.id: {u.id for u in c.upstream_nodes} for c in local.components}
     assert found["schedule"] == "None"  # manual runs unless SENTIMENT_AIRFLOW_SCHEDULE is set
     assert found["retries"] == [1]  # a killed task runs once more (SENTIMENT_AIRFLOW_RETRIES)

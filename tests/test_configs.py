@@ -146,7 +146,7 @@ def test_the_trainers_custom_config_round_trips_to_the_typed_config(name):
     custom_config = configs.trainer_hyperparameters(dataset)
     # The shape TFX's cache key and the lineage command read: unchanged.
     assert list(custom_config) == ["dataset", "max_len", "vocab_size", "pretrained_vocabulary", "models_fingerprint",
-                                   "model", "training"]
+                                   "model", "training"] + (["pretrained_reader"] if dataset.pretraining.enabled else [])
     assert custom_config["training"] == dataclasses.asdict(dataset.training)
     # What the Trainer gets back is JSON (TFX serializes custom_config).
     typed = configs.TrainerConfig.from_custom_config(json.loads(json.dumps(custom_config)))

@@ -166,6 +166,19 @@ def test_each_trainer_epoch_is_one_line_with_loss_and_validation_metrics():
     assert len(lines) == 4
 
 
+def test_a_components_progress_lines_show_while_it_runs_and_only_then():
+    lines, clock = [], _Clock()
+    handler = console.ComponentLines(lines.append, figure=lambda name: None, clock=clock)
+    handler.handle(_record("progress: %s", "before anything runs"))
+    handler.handle(_record("Component %s is running.", "ReaderPretrainer"))
+    handler.handle(_record("progress: %s", "labelled corpus: 300,261 sentences"))
+    handler.handle(_record("progress: %d%% of epoch 1/1, loss %.4f", 10, 0.5523))
+    handler.handle(_record("Component %s is finished.", "ReaderPretrainer"))
+    texts = [line.split("] ", 1)[1].strip() for line in lines]
+    assert texts[1:3] == ["labelled corpus: 300,261 sentences", "10% of epoch 1/1, loss 0.5523"]
+    assert len(lines) == 4
+
+
 def test_a_component_that_never_finishes_is_reported_failed():
     lines, clock = [], _Clock()
     handler = console.ComponentLines(lines.append, figure=lambda name: "not asked", clock=clock)

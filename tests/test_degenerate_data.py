@@ -33,7 +33,8 @@ def _csv(path: Path, rows: list[tuple[str, int]]) -> Path:
 
 def _run_cli(input_path: Path, output_dir: Path, *extra: str) -> int:
     return main(["run", "--dataset", "polarity", "--input", str(input_path), "--output-dir", str(output_dir),
-                 "--set", "pretrained_vocabulary=0", "--set", "model.pretrained_embeddings=", *extra])
+                 "--set", "pretrained_vocabulary=0", "--set", "model.pretrained_embeddings=",
+                 "--set", "pretraining.enabled=false", *extra])
 
 
 def test_a_header_only_file_stops_at_ingestion_naming_the_empty_splits(tmp_path):

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.e2e
 
 ROWS = 2000
 COMMON = {
-    # Random 16-d embeddings: these runs test the pipeline, not the vectors.
+    # Random 16-d embeddings and no pretraining: these runs test the pipeline, not the vectors.
+    "pretraining.enabled": "false",
     "pretrained_vocabulary": "0",
     "model.pretrained_embeddings": "",
     "training.batch_size": "32",
