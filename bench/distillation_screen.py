@@ -43,7 +43,7 @@ import tensorflow_transform as tft  # noqa: E402
 import train_benchmark as tb  # noqa: E402
 
 from components.reader_pretrainer import read_split_texts  # noqa: E402
-from models import calibration, features, pretraining, trainer  # noqa: E402
+from models import features, pretraining, trainer  # noqa: E402
 from models import model as model_lib  # noqa: E402
 from pipeline import configs, data_sources  # noqa: E402
 
@@ -88,42 +88,6 @@ def student_labels(stacked: tf.keras.Model, arrays: dict[str, np.ndarray], lengt
     return probabilities
 
 
-def train_and_stack(train, valid, test, labelled, transform_output, hyperparameters,
-                    seed) -> tuple[dict, tf.keras.Model]:
-    training = hyperparameters["training"]
-
-    def batched(arrays, shuffle):
-        return tb.batches(arrays, training, shuffle, seed if shuffle else 0, with_rating=True)
-
-    started = time.perf_counter()
-    tf.keras.utils.set_random_seed(seed)
-    model, train_model, _ = trainer.build_models(transform_output, hyperparameters, seed)
-    valid_batches, test_batches = batched(valid, False), batched(test, False)
-    model_lib.build_metric_variables(train_model, next(iter(valid_batches)))
-    history = train_model.fit(batched(train, True), validation_data=valid_batches, epochs=int(training["epochs"]),
-                              callbacks=trainer.training_callbacks(training), verbose=2)
-    train_seconds = time.perf_counter() - started
-    valid_logits, valid_labels = calibration.logits_and_labels(train_model, valid_batches, model_lib.LOGIT)
-    test_logits, test_labels = calibration.logits_and_labels(train_model, test_batches, model_lib.LOGIT)
-    stacked, weights = trainer.stack_naive_bayes(
-        model, train_model, batched(labelled, True), valid_batches, int(training["naive_bayes_ngrams"]),
-        trainer.embedding_input_dim(transform_output, hyperparameters), bool(training["naive_bayes_logistic"]))
-    stacked_valid, _ = calibration.logits_and_labels(stacked, valid_batches, model_lib.LOGIT)
-    stacked_test, _ = calibration.logits_and_labels(stacked, test_batches, model_lib.LOGIT)
-    return {
-        "train_examples": int(len(train[features.LENGTH])),
-        "epochs_run": len(history.history["val_auc"]),
-        "val_auc_by_epoch": [round(float(v), 4) for v in history.history["val_auc"]],
-        "val_accuracy_network": float(np.mean((valid_logits > 0) == (valid_labels > 0.5))),
-        "test_accuracy_network": float(np.mean((test_logits > 0) == (test_labels > 0.5))),
-        "val_accuracy_stacked_cross_fitted": tb.stacked_cross_fitted_accuracy(
-            valid_logits, stacked_valid, weights, valid_labels),
-        "test_accuracy_stacked": float(np.mean((stacked_test > 0) == (test_labels > 0.5))),
-        "stacking_weights": weights,
-        "train_seconds": round(train_seconds, 1),
-    }, stacked
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", type=Path, default=configs.default_output_dir(),
@@ -165,8 +129,9 @@ def main() -> int:
     output = Path(args.output or tb.RESULTS_DIR / "distillation_screen_imdb.json")
 
     def run(name, train):
-        result["runs"][name], stacked = train_and_stack(train, splits["eval"], splits["test"], splits["train"],
-                                                        transform_output, hyperparameters, seed)
+        result["runs"][name], stacked = tb.train_and_stack(train, splits["eval"], splits["test"], splits["train"],
+                                                           transform_output, hyperparameters, seed,
+                                                           with_rating=True)
         print(name, json.dumps(result["runs"][name]), flush=True)
         output.write_text(json.dumps(result, indent=2))
         return stacked

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from collections import Counter
@@ -46,6 +45,7 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from components import review_example_gen, review_sources  # noqa: E402
 from models import preprocessing, pretraining  # noqa: E402
+from models.transfer import sentences  # noqa: E402
 from pipeline import configs, data_sources  # noqa: E402
 
 RULES = {
@@ -131,11 +131,6 @@ def imdb_screens(dataset, data, data_dir) -> dict:
     screen.run("self_training", known(train) + [unlabeled[i] for i in confident],
                np.concatenate([labels, (scores[confident] > 0).astype(int)]), known(valid), known(test), 3)
     return {"unlabeled_corpus": corpus.counts, "variants": screen.results}
-
-
-def sentences(text: str) -> list[str]:
-    text = re.sub(r"<br\s*/?>", " ", text)
-    return [s for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 3]
 
 
 def polarity_screens(dataset, data, data_dir) -> dict:

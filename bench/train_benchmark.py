@@ -184,6 +184,60 @@ def stacked_cross_fitted_accuracy(network_logits, stacked_logits, weights, label
     return calibration.cross_fitted_accuracy(np.stack([network_logits, score], axis=1), labels)
 
 
+def train_and_stack(train, valid, test, labelled, transform_output, hyperparameters, seed,
+                    with_rating: bool = False, first: tuple[dict, int] | None = None) -> tuple[dict, tf.keras.Model]:
+    """The Trainer's network trained on `train`, stopped early on `valid`, then stacked with the n-gram
+    score counted on `labelled`, as the Trainer does; returns its figures and the stacked model.
+
+    With `first` = (examples, epochs) it first trains that many epochs on other examples, then
+    goes on from those weights with a fresh optimizer. Validation accuracy of the stack is
+    cross-fitted; test accuracy is only reported.
+    """
+    training = hyperparameters["training"]
+
+    def batched(arrays, shuffle):
+        return batches(arrays, training, shuffle, seed if shuffle else 0, with_rating=with_rating)
+
+    started = time.perf_counter()
+    tf.keras.utils.set_random_seed(seed)
+    model, train_model, _ = trainer.build_models(transform_output, hyperparameters, seed)
+    valid_batches, test_batches = batched(valid, False), batched(test, False)
+    model_lib.build_metric_variables(train_model, next(iter(valid_batches)))
+    first_stage = None
+    if first:
+        examples, epochs = first
+        history = train_model.fit(batched(examples, True), validation_data=valid_batches, epochs=epochs, verbose=2)
+        first_stage = {"examples": int(len(examples[features.LENGTH])), "epochs": epochs,
+                       "val_accuracy_by_epoch": [round(float(v), 4) for v in history.history["val_accuracy"]],
+                       "seconds": round(time.perf_counter() - started, 1)}
+        model_lib.compile_model(train_model, float(training["learning_rate"]), float(training["clipnorm"]),
+                                float(training["weight_averaging"]))
+        model_lib.build_metric_variables(train_model, next(iter(valid_batches)))
+    history = train_model.fit(batched(train, True), validation_data=valid_batches, epochs=int(training["epochs"]),
+                              callbacks=trainer.training_callbacks(training), verbose=2)
+    train_seconds = time.perf_counter() - started
+    valid_logits, valid_labels = calibration.logits_and_labels(train_model, valid_batches, model_lib.LOGIT)
+    test_logits, test_labels = calibration.logits_and_labels(train_model, test_batches, model_lib.LOGIT)
+    stacked, weights = trainer.stack_naive_bayes(
+        model, train_model, batched(labelled, True), valid_batches, int(training["naive_bayes_ngrams"]),
+        trainer.embedding_input_dim(transform_output, hyperparameters), bool(training["naive_bayes_logistic"]))
+    stacked_valid, _ = calibration.logits_and_labels(stacked, valid_batches, model_lib.LOGIT)
+    stacked_test, _ = calibration.logits_and_labels(stacked, test_batches, model_lib.LOGIT)
+    return {
+        "train_examples": int(len(train[features.LENGTH])),
+        **({"first_stage": first_stage} if first_stage else {}),
+        "epochs_run": len(history.history["val_auc"]),
+        "val_auc_by_epoch": [round(float(v), 4) for v in history.history["val_auc"]],
+        "val_accuracy_network": float(np.mean((valid_logits > 0) == (valid_labels > 0.5))),
+        "test_accuracy_network": float(np.mean((test_logits > 0) == (test_labels > 0.5))),
+        "val_accuracy_stacked_cross_fitted": stacked_cross_fitted_accuracy(
+            valid_logits, stacked_valid, weights, valid_labels),
+        "test_accuracy_stacked": float(np.mean((stacked_test > 0) == (test_labels > 0.5))),
+        "stacking_weights": weights,
+        "train_seconds": round(train_seconds, 1),
+    }, stacked
+
+
 def train_and_test(train, valid, test, tf_transform_output, hyperparameters, seed,
                    stacking_variants: dict | None = None):
     """Trains one model; returns its metrics and timings (`stacking_variants`: compare_stackings' keywords)."""
