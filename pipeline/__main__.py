@@ -25,9 +25,7 @@ def build_config(args: argparse.Namespace) -> configs.PipelineConfig:
             vectors = data_sources.resolve_embeddings(dataset.model.pretrained_embeddings, args.data_dir)
             dataset = configs.with_overrides(dataset, {"model.pretrained_embeddings": str(vectors)})
         if dataset.pretraining.enabled:
-            dataset = configs.with_unlabeled_sources(dataset, [
-                str(data_sources.resolve_data_file(path, args.data_dir, "unlabeled text"))
-                for path in dataset.pretraining.unlabeled_sources])
+            dataset = data_sources.resolve_pretraining_sources(dataset, args.data_dir)
     except data_sources.DataNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
     spans = data_sources.span_numbers(input_path)

@@ -117,6 +117,25 @@ def resolve_embeddings(path: str, data_dir: str | os.PathLike | None = None) -> 
     return resolve_data_file(path, data_dir, "pretrained embeddings")
 
 
+def resolve_pretraining_sources(dataset: configs.DatasetConfig,
+                                data_dir: str | os.PathLike | None = None) -> configs.DatasetConfig:
+    """`dataset` with the local files its pretraining objective reads resolved to absolute paths
+    (remote ones, gs://..., as they are); a missing one raises DataNotFoundError saying how to
+    run without it."""
+    import dataclasses
+
+    pretraining = dataset.pretraining
+    field = "labelled_sources" if pretraining.objective == "labelled_sentences" else "unlabeled_sources"
+    what = "labelled text" if field == "labelled_sources" else "unlabeled text"
+    try:
+        paths = [path if "://" in path else str(resolve_data_file(path, data_dir, what))
+                 for path in getattr(pretraining, field)]
+    except DataNotFoundError as error:
+        raise DataNotFoundError(f"{error}. {dataset.name} pretrains on it (pretraining.{field}): add the file, "
+                                "or run without the pretraining (--set pretraining.enabled=false)") from None
+    return dataclasses.replace(dataset, pretraining=dataclasses.replace(pretraining, **{field: tuple(paths)}))
+
+
 def resolve_data_file(path: str, data_dir: str | os.PathLike | None = None, what: str = "data file") -> Path:
     """A file named by an absolute path or by one relative to the data directory (--data-dir,
     $SENTIMENT_DATA_DIR, the shared data beside the project, the working directory)."""

@@ -27,6 +27,7 @@ protobuf pin through pip's resolver; `scripts/setup_kfp_venv.sh` makes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -81,6 +82,7 @@ def build_pipeline(
 
     source = source or default_source(dataset)
     source_path = PurePosixPath(source)
+    dataset = pretraining_sources_under(dataset, data_root)
     beam_args = runner_profiles.beam_pipeline_args(
         beam_profile, beam_options, setup_file=_join(image_project_root, "setup.py")
     )
@@ -120,9 +122,21 @@ def build_pipeline(
     return pipeline
 
 
+def pretraining_sources_under(dataset: configs.DatasetConfig, data_root: str) -> configs.DatasetConfig:
+    """`dataset` whose pretraining reads its relative files under the data root, as ExampleGen
+    reads its source there (not this machine's copies); absolute paths and URIs stay as they are."""
+    pretraining = dataset.pretraining
+    moved = {field: tuple(path if "://" in path or path.startswith("/") else _join(data_root, path)
+                          for path in getattr(pretraining, field))
+             for field in ("unlabeled_sources", "labelled_sources")}
+    return dataclasses.replace(dataset, pretraining=dataclasses.replace(pretraining, **moved))
+
+
 def _check_no_local_paths(pipeline) -> None:
     """Fails if an execution property or Beam arg still names a path on this machine."""
-    local_roots = (str(_PLACEHOLDER_ROOT), str(configs.PROJECT_ROOT))
+    from pipeline import data_sources
+
+    local_roots = (str(_PLACEHOLDER_ROOT), str(configs.PROJECT_ROOT), str(data_sources.SHARED_DATA_DIR))
     for component in pipeline.components:
         values: list[Any] = list(component.exec_properties.values())
         spec = getattr(component, "executor_spec", None)

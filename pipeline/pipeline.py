@@ -194,13 +194,10 @@ def reader_pretrainer(config: configs.PipelineConfig, examples) -> ReaderPretrai
     dataset = config.dataset
     pretraining, model = dataset.pretraining, dataset.model
     labelled = pretraining.objective == "labelled_sentences"
-
-    def resolved(paths, what):
-        return [path if "://" in path else str(data_sources.resolve_data_file(path, what=what)) for path in paths]
-
-    unlabeled = resolved(pretraining.unlabeled_sources, "unlabeled text") if not labelled else []
-    labelled_sources = resolved(pretraining.labelled_sources, "labelled text for pretraining (or run with "
-                                "--set pretraining.enabled=false)") if labelled else []
+    # Already absolute when the command line built the config (with its --data-dir); resolved here otherwise.
+    resolved = data_sources.resolve_pretraining_sources(dataset).pretraining
+    unlabeled = [] if labelled else list(resolved.unlabeled_sources)
+    labelled_sources = list(resolved.labelled_sources) if labelled else []
     sources = labelled_sources or unlabeled
     local = [source for source in sources if "://" not in source]
     settings = {"vocab_size": pretraining.vocab_size, "max_len": dataset.max_len, "token_level": dataset.token_level,

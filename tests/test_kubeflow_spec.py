@@ -179,7 +179,9 @@ def test_code_and_schema_come_from_the_image_not_this_machine(compiled, spec):
     assert _constant(tasks["Transform"], "preprocessing_fn") == "models.preprocessing.preprocessing_fn"
     assert _constant(tasks["Trainer"], "run_fn") == "models.trainer.run_fn"
     text = compiled["polarity"].read_text() + compiled["imdb"].read_text()
-    assert str(ROOT) not in text
+    assert str(ROOT) not in text and str(ROOT.parent / "shared") not in text
+    # Polarity's pretraining reads IMDB's labelled reviews under the data root, as ExampleGen its source.
+    assert json.loads(_constant(tasks["ReaderPretrainer"], "labelled_sources")) == [f"{DATA_ROOT}/imdb/train.csv.gz"]
     assert "__kfp_placeholder__" not in text
     for task in BEAM_TASKS:
         assert "--setup_file=/pipeline/setup.py" in _executor(spec, task)["container"]["args"], task

@@ -143,8 +143,26 @@ def test_the_pipeline_passes_the_classifier_and_its_sources(tmp_path, monkeypatc
     assert settings["weight_averaging"] == dataset.training.weight_averaging and settings["max_len"] == dataset.max_len
     assert properties["code_fingerprint"] == configs.pretraining_fingerprint("labelled_sentences")
     assert properties["code_fingerprint"] != configs.pretraining_fingerprint()
+    missing = configs.with_overrides(dataset, {"pretraining.labelled_sources": "imdb/missing.csv.gz"})
+    with pytest.raises(data_sources.DataNotFoundError, match=r"labelled text imdb/missing.csv.gz not found .*"
+                       r"add the file, or run without the pretraining \(--set pretraining.enabled=false\)"):
+        create_pipeline(configs.PipelineConfig(dataset=missing, input_path=tmp_path / "p.csv.gz", output_dir=tmp_path))
     with pytest.raises(ValueError, match="objective=labelled_sentences needs pretraining.labelled_sources"):
         configs.with_overrides(configs.IMDB, {"pretraining.enabled": "true",
                                               "pretraining.objective": "labelled_sentences"})
     with pytest.raises(ValueError, match="pretraining.objective must be one of"):
         configs.with_overrides(configs.POLARITY, {"pretraining.objective": "autoencoder"})
+
+
+def test_the_command_line_reads_the_labelled_sources_from_its_data_directory(tmp_path):
+    from pipeline.__main__ import build_config, make_parser
+
+    (tmp_path / "polarity").mkdir()
+    write_csv(tmp_path / "polarity" / "rt-polarity.csv.gz", [["a good film", "1"]], header=("text", "label"))
+    (tmp_path / "imdb").mkdir()  # no unsup.csv.gz: only the objective's own sources are needed
+    labelled = write_csv(tmp_path / "imdb" / "train.csv.gz", [["a text", "1"]], header=("text", "label"))
+    args = make_parser().parse_args(["run", "--dataset", "polarity", "--data-dir", str(tmp_path),
+                                     "--output-dir", str(tmp_path / "out"), "--set", "model.pretrained_embeddings=",
+                                     "--set", "pretrained_vocabulary=0"])
+    pretraining = build_config(args).dataset.pretraining
+    assert pretraining.objective == "labelled_sentences" and pretraining.labelled_sources == (labelled,)
