@@ -238,8 +238,10 @@ class SampledSoftmax(tf.keras.layers.Layer):
                                           num_sampled=num_sampled, num_classes=self.rows)
 
 
-def batches(ids: np.ndarray, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int) -> tf.data.Dataset:
-    """Batches of texts of similar length, each trimmed to its longest text (as the Trainer batches)."""
+def batches(ids: np.ndarray, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int,
+            labels: np.ndarray | None = None) -> tf.data.Dataset:
+    """Batches of texts of similar length, each trimmed to its longest text (as the Trainer batches);
+    with `labels`, (ids, the batch's labels)."""
     order = np.argsort(lengths, kind="stable")
     starts = list(range(0, len(order), batch_size))
     if shuffle:
@@ -248,10 +250,12 @@ def batches(ids: np.ndarray, lengths: np.ndarray, batch_size: int, shuffle: bool
     def generate():
         for start in starts:
             rows = order[start:start + batch_size]
-            yield ids[rows, :max(1, int(lengths[rows].max()))]
+            text_ids = ids[rows, :max(1, int(lengths[rows].max()))]
+            yield text_ids if labels is None else (text_ids, labels[rows])
 
-    return tf.data.Dataset.from_generator(
-        generate, output_signature=tf.TensorSpec([None, None], tf.int32)).prefetch(2)
+    ids_spec = tf.TensorSpec([None, None], tf.int32)
+    signature = ids_spec if labels is None else (ids_spec, tf.TensorSpec([None], tf.float32))
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
 
 
 def pretrain(corpus: Corpus, shape: ReaderShape, settings: PretrainingSettings, output_dir: str,

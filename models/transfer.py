@@ -88,19 +88,9 @@ def build_sentence_corpus(sources: dict[str, Iterable[tuple[str, int]]],
 
 def labelled_batches(ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool,
                      seed: int) -> tf.data.Dataset:
-    """(token ids, {logit: label}) in batches of similar length, each trimmed to its longest text."""
-    order = np.argsort(lengths, kind="stable")
-    starts = list(range(0, len(order), batch_size))
-    if shuffle:
-        np.random.default_rng(seed).shuffle(starts)
-
-    def generate():
-        for start in starts:
-            rows = order[start:start + batch_size]
-            yield ids[rows, :max(1, int(lengths[rows].max()))], {model_lib.LOGIT: labels[rows]}
-
-    return tf.data.Dataset.from_generator(generate, output_signature=(
-        tf.TensorSpec([None, None], tf.int32), {model_lib.LOGIT: tf.TensorSpec([None], tf.float32)})).prefetch(2)
+    """(token ids, {logit: label}) in the language model's batches of similar length (pretraining.batches)."""
+    return pretraining.batches(ids, lengths, batch_size, shuffle, seed, labels.astype(np.float32)).map(
+        lambda text_ids, label: (text_ids, {model_lib.LOGIT: label}))
 
 
 class EpochShare(tf.keras.callbacks.Callback):
