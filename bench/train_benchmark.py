@@ -18,6 +18,11 @@ rating head), the run also reports, on the rated test examples, two baselines:
 the MAE of predicting the training split's mean rating, and of predicting the
 mean rating of the example's true class; and with model.rating_head the head's
 MAE and Pearson's r.
+
+Where the dataset's config pretrains (pretraining.enabled), every run starts,
+as the Trainer does, from the pipeline run's ReaderPretrainer artifact (or
+--pretrained-reader); the results record which, and how many of this dataset's
+texts its corpus holds (none may, since polarity's splits here are random).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
-from models import calibration, features, naive_bayes, rating, trainer  # noqa: E402
+from models import calibration, features, naive_bayes, pretraining, rating, trainer  # noqa: E402
 from models import model as model_lib  # noqa: E402
 from pipeline import configs, data_sources  # noqa: E402
 
@@ -185,13 +190,17 @@ def stacked_cross_fitted_accuracy(network_logits, stacked_logits, weights, label
 
 
 def train_and_stack(train, valid, test, labelled, transform_output, hyperparameters, seed,
-                    with_rating: bool = False, first: tuple[dict, int] | None = None) -> tuple[dict, tf.keras.Model]:
+                    with_rating: bool = False, first: tuple[dict, int] | None = None,
+                    start: list[np.ndarray] | None = None,
+                    more_labelled: dict | None = None) -> tuple[dict, tf.keras.Model]:
     """The Trainer's network trained on `train`, stopped early on `valid`, then stacked with the n-gram
     score counted on `labelled`, as the Trainer does; returns its figures and the stacked model.
 
     With `first` = (examples, epochs) it first trains that many epochs on other examples, then
-    goes on from those weights with a fresh optimizer. Validation accuracy of the stack is
-    cross-fitted; test accuracy is only reported.
+    goes on from those weights with a fresh optimizer; `start` (the model's weights) starts from
+    weights trained elsewhere instead. `more_labelled` also reports the stack with the n-grams
+    counted on `labelled` and those examples. Validation accuracy of the stack is cross-fitted;
+    test accuracy is only reported.
     """
     training = hyperparameters["training"]
 
@@ -201,6 +210,8 @@ def train_and_stack(train, valid, test, labelled, transform_output, hyperparamet
     started = time.perf_counter()
     tf.keras.utils.set_random_seed(seed)
     model, train_model, _ = trainer.build_models(transform_output, hyperparameters, seed)
+    if start is not None:
+        model.set_weights(start)
     valid_batches, test_batches = batched(valid, False), batched(test, False)
     model_lib.build_metric_variables(train_model, next(iter(valid_batches)))
     first_stage = None
@@ -218,11 +229,25 @@ def train_and_stack(train, valid, test, labelled, transform_output, hyperparamet
     train_seconds = time.perf_counter() - started
     valid_logits, valid_labels = calibration.logits_and_labels(train_model, valid_batches, model_lib.LOGIT)
     test_logits, test_labels = calibration.logits_and_labels(train_model, test_batches, model_lib.LOGIT)
-    stacked, weights = trainer.stack_naive_bayes(
-        model, train_model, batched(labelled, True), valid_batches, int(training["naive_bayes_ngrams"]),
-        trainer.embedding_input_dim(transform_output, hyperparameters), bool(training["naive_bayes_logistic"]))
-    stacked_valid, _ = calibration.logits_and_labels(stacked, valid_batches, model_lib.LOGIT)
-    stacked_test, _ = calibration.logits_and_labels(stacked, test_batches, model_lib.LOGIT)
+
+    def stack(counted):
+        stacked, weights = trainer.stack_naive_bayes(
+            model, train_model, batched(counted, True), valid_batches, int(training["naive_bayes_ngrams"]),
+            trainer.embedding_input_dim(transform_output, hyperparameters), bool(training["naive_bayes_logistic"]))
+        stacked_valid, _ = calibration.logits_and_labels(stacked, valid_batches, model_lib.LOGIT)
+        stacked_test, _ = calibration.logits_and_labels(stacked, test_batches, model_lib.LOGIT)
+        return stacked, weights, stacked_valid, stacked_test
+
+    more = None
+    if more_labelled is not None:
+        both = {key: np.concatenate([labelled[key], more_labelled[key]]) for key in labelled if key in more_labelled}
+        _, more_weights, more_valid, more_test = stack(both)
+        more = {"ngram_examples": int(len(both[features.LENGTH])),
+                "val_accuracy_stacked_cross_fitted": stacked_cross_fitted_accuracy(
+                    valid_logits, more_valid, more_weights, valid_labels),
+                "test_accuracy_stacked": float(np.mean((more_test > 0) == (test_labels > 0.5))),
+                "stacking_weights": more_weights}
+    stacked, weights, stacked_valid, stacked_test = stack(labelled)
     return {
         "train_examples": int(len(train[features.LENGTH])),
         **({"first_stage": first_stage} if first_stage else {}),
@@ -234,13 +259,15 @@ def train_and_stack(train, valid, test, labelled, transform_output, hyperparamet
             valid_logits, stacked_valid, weights, valid_labels),
         "test_accuracy_stacked": float(np.mean((stacked_test > 0) == (test_labels > 0.5))),
         "stacking_weights": weights,
+        **({"with_more_ngrams": more} if more else {}),
         "train_seconds": round(train_seconds, 1),
     }, stacked
 
 
 def train_and_test(train, valid, test, tf_transform_output, hyperparameters, seed,
-                   stacking_variants: dict | None = None):
-    """Trains one model; returns its metrics and timings (`stacking_variants`: compare_stackings' keywords)."""
+                   stacking_variants: dict | None = None, base_model: str | None = None):
+    """Trains one model; returns its metrics and timings (`stacking_variants`: compare_stackings' keywords;
+    `base_model`: where the Trainer would start from, e.g. the pretrained reader)."""
     training = hyperparameters["training"]
     rating_head = bool(hyperparameters["model"].get("rating_head"))
     if rating_head and features.TRANSFORMED_RATING not in train:
@@ -250,7 +277,10 @@ def train_and_test(train, valid, test, tf_transform_output, hyperparameters, see
         return batches(arrays, training, shuffle, seed, with_rating=rating_head)
 
     tf.keras.utils.set_random_seed(seed)
-    model, train_model, _ = trainer.build_models(tf_transform_output, hyperparameters, seed)  # the Trainer's own
+    model, train_model, carried = trainer.build_models(tf_transform_output, hyperparameters, seed,
+                                                       base_model)  # the Trainer's own
+    if base_model and not carried:
+        raise SystemExit(f"nothing was carried over from {base_model}")
     timer = StepTimer(len(train[features.LENGTH]), int(training["batch_size"]))
     callbacks = [timer] + trainer.training_callbacks(training)  # the Trainer's own
     started = time.perf_counter()
@@ -392,6 +422,21 @@ def raw_texts(examples_uri: str, split: str, limit: int | None = None):
     return np.array([r[features.TEXT] for r in rows]), np.array([r[features.LABEL] for r in rows])
 
 
+def pretrained_reader(root: Path, uri: str | None) -> dict:
+    """The pretrained reader the Trainer starts from (`uri`, or the pipeline run's newest), what it learnt
+    from, and how many of the run's own texts (every split) its corpus holds."""
+    uri = uri or latest(str(root / "ReaderPretrainer" / "model" / "*"))
+    with open(os.path.join(uri, pretraining.REPORT_FILE)) as f:
+        report = json.load(f)
+    digests = pretraining.corpus_digests(uri)
+    examples_uri = latest(str(root / "ExampleGen" / "examples" / "*"))
+    texts = [text for split in ("train", "eval", "test") for text in raw_texts(examples_uri, split)[0]]
+    shared = sum(pretraining.dedup_key(text.decode()) in digests for text in texts)
+    return {"uri": uri, "base_model": os.path.join(uri, "Format-Serving"), "objective": report.get("objective"),
+            "corpus": report.get("corpus"), "epochs": report.get("settings", {}).get("epochs"),
+            "dataset_texts": len(texts), "dataset_texts_in_its_corpus": shared}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(configs.DATASETS), default="imdb")
@@ -406,6 +451,9 @@ def main() -> int:
     parser.add_argument("--stacking-orders", default="1,2,3", help="with --stacking-variants: n-gram orders")
     parser.add_argument("--stacking-c", default="1",
                         help="with --stacking-variants: the regression's inverse L2 strengths (scikit-learn's C)")
+    parser.add_argument("--pretrained-reader", metavar="URI",
+                        help="with pretraining on: the ReaderPretrainer model artifact to start from "
+                             "(default: the pipeline run's newest)")
     parser.add_argument("--output")
     args = parser.parse_args()
     stacking_variants = None
@@ -439,6 +487,16 @@ def main() -> int:
 
     result = {"dataset": dataset.name, "config": dataclasses.asdict(dataset), "transform_max_len": int(max_len),
               "vocabulary": int(rows)}
+    base_model = None
+    if dataset.pretraining.enabled:
+        result["pretrained_reader"] = reader = pretrained_reader(root, args.pretrained_reader)
+        base_model = reader["base_model"]
+        print(f"starting from the pretrained reader {reader['uri']} ({reader['objective']}); "
+              f"{reader['dataset_texts_in_its_corpus']} of the dataset's {reader['dataset_texts']} texts are in "
+              "its corpus", flush=True)
+        if reader["dataset_texts_in_its_corpus"] and args.dataset == "polarity":
+            raise SystemExit("the pretraining read some of polarity's texts, which random splits may test on: "
+                             "pretrain without them, or --set pretraining.enabled=false")
     if args.dataset == "polarity":
         everything = {k: np.concatenate([splits[s][k] for s in splits]) for k in splits["train"]}
         n = len(everything[features.LENGTH])
@@ -448,7 +506,7 @@ def main() -> int:
             test, valid, train = np.split(order, [n // 10, n // 10 + (n - n // 10) // 10])
             pick = lambda idx: {k: v[idx] for k, v in everything.items()}  # noqa: E731
             runs.append(train_and_test(pick(train), pick(valid), pick(test), tf_transform_output,
-                                       hyperparameters, seed, stacking_variants))
+                                       hyperparameters, seed, stacking_variants, base_model))
             print(f"seed {seed}: test accuracy {runs[-1]['test_accuracy']:.4f}", flush=True)
         result["protocol"] = (f"{args.seeds} seeds (from {args.first_seed}) of a random 90/10 split "
                               "(10% of the 90% for early stopping)")
@@ -458,7 +516,7 @@ def main() -> int:
         ours = runs[0]
     else:
         ours = train_and_test(splits["train"], splits["eval"], splits["test"], tf_transform_output,
-                              hyperparameters, int(dataset.training.seed), stacking_variants)
+                              hyperparameters, int(dataset.training.seed), stacking_variants, base_model)
         result["protocol"] = "official IMDB split: train (90% of train), early stopping on eval (10%), test 25k"
         result["run"] = ours
     if args.tutorial_steps:
