@@ -52,16 +52,19 @@ def ReaderPretrainer(
     code_fingerprint: Parameter[str] = "",
     labelled_sources: Parameter[str] = "[]",
     objective: Parameter[str] = "language_model",
+    reuse_earlier: Parameter[int] = 1,
 ) -> None:
     """Pretrains the reader. unlabeled_sources, labelled_sources: JSON lists of CSV paths; reader:
     JSON of models.pretraining.ReaderShape (language_model) or of the classifier's build_model
     arguments (labelled_sentences); settings: JSON of PretrainingSettings, plus `clipnorm` and
-    `weight_averaging` for the classifier. The fingerprints only key the cache."""
+    `weight_averaging` for the classifier. The source fingerprint only keys TFX's cache.
+    reuse_earlier: copy an earlier execution's result with the same corpus, settings and code
+    (a new span's run whose held-out texts the corpus never held) instead of learning it again."""
     from absl import logging
 
     from models import pretraining, transfer
 
-    del source_fingerprint, code_fingerprint
+    del source_fingerprint
 
     def progress(text: str) -> None:
         logging.info("progress: %s", text)  # the run's console shows these lines (pipeline/console.py)
@@ -73,27 +76,39 @@ def ReaderPretrainer(
     held_out = [text for split in held_out_splits for text in read_split_texts(examples.uri, split, text_feature)]
     sources = json.loads(unlabeled_sources)
     values = json.loads(settings)
+    labels = None
     if objective == "labelled_sentences":
         sources = json.loads(labelled_sources)
         training = {key: values.pop(key) for key in ("clipnorm", "weight_averaging")}
         training["learning_rate"] = values["learning_rate"]
         corpus = transfer.build_sentence_corpus(
             {os.path.basename(path): transfer.read_labelled(path) for path in sources}, held_out)
-        logging.info("Pretraining corpus: %s", corpus.counts)
-        report = transfer.pretrain_classifier(corpus, json.loads(reader), pretraining.PretrainingSettings(**values),
-                                              training, model.uri, progress=progress)
+        labels = corpus.labels
         splits_read = ""  # the pipeline's own examples: only their held-out texts, to drop them
     elif objective == "language_model":
         corpus = pretraining.build_corpus(
             read_split_texts(examples.uri, TRAIN_SPLIT, text_feature),
             {os.path.basename(path): pretraining.read_unlabeled(path) for path in sources},
             held_out)
-        logging.info("Pretraining corpus: %s", corpus.counts)
-        report = pretraining.pretrain(corpus, pretraining.ReaderShape(**json.loads(reader)),
-                                      pretraining.PretrainingSettings(**values), model.uri, progress=progress)
         splits_read = TRAIN_SPLIT
     else:
         raise ValueError(f"unknown pretraining objective {objective!r}")
+    logging.info("Pretraining corpus: %s", corpus.counts)
+
+    key = pretraining.reuse_key(objective, reader, settings, code_fingerprint, corpus.texts, labels)
+    earlier = pretraining.find_reusable(model.uri, key) if reuse_earlier else None
+    if earlier:
+        progress(f"the same {corpus.counts['texts']:,} texts, settings and code as {earlier}: copied, not learnt again")
+        # This run's counts (its held-out texts differ; the texts learnt from do not).
+        report = pretraining.copy_pretraining(earlier, model.uri, corpus=corpus.counts, reused_from=earlier)
+        model.set_string_custom_property("reused_from", earlier)
+    elif objective == "labelled_sentences":
+        report = transfer.pretrain_classifier(corpus, json.loads(reader), pretraining.PretrainingSettings(**values),
+                                              training, model.uri, progress=progress)
+    else:
+        report = pretraining.pretrain(corpus, pretraining.ReaderShape(**json.loads(reader)),
+                                      pretraining.PretrainingSettings(**values), model.uri, progress=progress)
+    pretraining.write_reuse_key(model.uri, key)  # last: the result is whole
     # What it learnt from, on the artifact itself: ML Metadata answers "did it read a test text?".
     model.set_string_custom_property("objective", objective)
     model.set_string_custom_property("splits_read", splits_read)

@@ -310,3 +310,60 @@ def corpus_digests(output_dir: str) -> set[str]:
     """The digests (dedup_key) of every text a pretraining at `output_dir` learnt from."""
     with tf.io.gfile.GFile(os.path.join(output_dir, DIGESTS_FILE), "rb") as f:
         return set(gzip.decompress(f.read()).decode().split())
+
+
+REUSE_KEY_FILE = "reuse_key.txt"  # written last: its presence marks a finished pretraining
+
+
+def reuse_key(objective: str, reader: str, settings: str, code: str, texts: Iterable[str],
+              labels: Iterable[float] | None = None) -> str:
+    """A digest of everything a pretraining's result depends on: the objective, the network's shape,
+    the settings (seed included), the code, and the corpus text by text, in order, with its labels.
+    Two pretrainings with one key learn the same network, so the second may copy the first's."""
+    digest = hashlib.sha256()
+    for part in (objective, reader, settings, code):
+        digest.update(part.encode("utf-8") + b"\0")
+    texts = list(texts)
+    labels = [None] * len(texts) if labels is None else list(labels)
+    for text, label in zip(texts, labels, strict=True):
+        digest.update(text.encode("utf-8") + (b"\0" if label is None else b"\0%d" % int(label)) + b"\n")
+    return digest.hexdigest()
+
+
+def write_reuse_key(output_dir: str, key: str) -> None:
+    with tf.io.gfile.GFile(os.path.join(output_dir, REUSE_KEY_FILE), "w") as f:
+        f.write(key + "\n")
+
+
+def find_reusable(output_dir: str, key: str) -> str | None:
+    """The newest finished pretraining with this key among the directories beside `output_dir`: the
+    earlier executions' artifacts of the same component, as the local orchestrator lays them out
+    (`<root>/ReaderPretrainer/model/<execution>`). None if there is none (or another layout)."""
+    here = output_dir.rstrip("/")
+    found = []
+    for path in tf.io.gfile.glob(os.path.join(os.path.dirname(here), "*", REUSE_KEY_FILE)):
+        directory = os.path.dirname(path)
+        if directory == here:
+            continue
+        with tf.io.gfile.GFile(path) as f:
+            if f.read().strip() == key:
+                name = os.path.basename(directory)
+                found.append((int(name) if name.isdigit() else -1, directory))
+    return max(found)[1] if found else None
+
+
+def copy_pretraining(source: str, destination: str, **report_updates) -> dict:
+    """Copies a finished pretraining's files into `destination`, all but its reuse key (which the
+    caller writes last, once the copy is whole); returns its report, with `report_updates`."""
+    for directory, _, files in tf.io.gfile.walk(source):
+        target = os.path.join(destination, os.path.relpath(directory, source))
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            if directory == source and name == REUSE_KEY_FILE:
+                continue
+            tf.io.gfile.copy(os.path.join(directory, name), os.path.join(target, name), overwrite=True)
+    with tf.io.gfile.GFile(os.path.join(source, REPORT_FILE)) as f:
+        report = {**json.load(f), **report_updates}
+    with tf.io.gfile.GFile(os.path.join(destination, REPORT_FILE), "w") as f:
+        json.dump(report, f, indent=2)
+    return report

@@ -373,10 +373,12 @@ def _reader_figure(artifact, _outputs) -> str | None:
         text = f"classifier pretrained on {texts:,} labelled sentences ({tokens:,} tokens)"
         if "val_accuracy" in properties:
             text += f", val_accuracy {properties['val_accuracy'].double_value:.4f}"
-        return text
-    text = f"reader pretrained on {texts:,} texts ({tokens:,} tokens)"
-    if "val_loss" in properties:
-        text += f", val_loss {properties['val_loss'].double_value:.4f}"
+    else:
+        text = f"reader pretrained on {texts:,} texts ({tokens:,} tokens)"
+        if "val_loss" in properties:
+            text += f", val_loss {properties['val_loss'].double_value:.4f}"
+    if run_summary._custom_str(artifact, "reused_from"):
+        text += "; copied from an earlier run (the same texts, settings and code)"
     return text
 
 

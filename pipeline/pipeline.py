@@ -225,6 +225,8 @@ def reader_pretrainer(config: configs.PipelineConfig, examples) -> ReaderPretrai
         # Local files by content; a remote file (gs://...) by its name only.
         source_fingerprint=configs.files_fingerprint(local) + json.dumps(sorted(set(sources) - set(local))),
         code_fingerprint=configs.pretraining_fingerprint(pretraining.objective),
+        # A new span's run copies the last pretraining when its corpus is the same; --no-cache learns anew.
+        reuse_earlier=int(config.enable_cache),
     ).with_id("ReaderPretrainer")
 
 

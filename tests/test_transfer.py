@@ -119,6 +119,66 @@ def test_the_component_reads_only_the_labelled_sources_and_records_them(tmp_path
         pretraining.dedup_key(HELD_OUT)}
 
 
+def run_pretrainer(root, execution: int, eval_texts: list[str], test_texts: list[str], labelled: str,
+                    reuse_earlier: int = 1):
+    """One execution of the component, laid out as the local orchestrator lays out its outputs."""
+    from tfx.types import standard_artifacts
+
+    from components.reader_pretrainer import ReaderPretrainer
+    from tests.helpers import make_artifact
+
+    examples = make_artifact(standard_artifacts.Examples, root / f"examples-{execution}")
+    examples.split_names = json.dumps(["train", "eval", "test"])
+    for split, texts in (("train", ["A training text."]), ("eval", eval_texts), ("test", test_texts)):
+        write_split(root / f"examples-{execution}" / f"Split-{split}", texts)
+    model = make_artifact(standard_artifacts.Model, root / "ReaderPretrainer" / "model" / str(execution))
+    ReaderPretrainer.EXECUTOR_SPEC.executor_class().Do({"examples": [examples]}, {"model": [model]}, {
+        "unlabeled_sources": "[]", "labelled_sources": json.dumps([labelled]), "objective": "labelled_sentences",
+        "reader": json.dumps(MODEL), "settings": json.dumps({**dataclasses.asdict(SETTINGS), **TRAINING}),
+        "text_feature": features.TEXT, "code_fingerprint": "code-1", "reuse_earlier": reuse_earlier})
+    return model
+
+
+def file_digests(directory) -> dict[str, str]:
+    import hashlib
+    from pathlib import Path
+
+    return {str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(Path(directory).rglob("*")) if path.is_file() and path.name != "pretraining.json"}
+
+
+def test_a_new_spans_run_copies_the_pretraining_only_when_it_would_learn_the_same(tmp_path):
+    labelled = write_csv(tmp_path / "reviews.csv.gz", [[t, str(y)] for t, y in REVIEWS], header=("text", "label"))
+    first = run_pretrainer(tmp_path, 1, ["An eval text."], [HELD_OUT], labelled)
+    assert "reused_from" not in first.mlmd_artifact.custom_properties
+
+    # New held-out texts, none of them in the corpus: the same texts learnt from, so copied.
+    second = run_pretrainer(tmp_path, 2, ["Another eval text.", "One more."], [HELD_OUT], labelled)
+    assert second.get_string_custom_property("reused_from") == first.uri
+    assert file_digests(second.uri) == file_digests(first.uri)
+    assert pretraining.corpus_digests(second.uri) == pretraining.corpus_digests(first.uri)
+    report = json.loads((tmp_path / "ReaderPretrainer" / "model" / "2" / "pretraining.json").read_text())
+    assert report["corpus"]["held_out_texts"] == 3 and report["reused_from"] == first.uri
+    from pipeline import local_runner
+    assert local_runner._reader_figure(second.mlmd_artifact, {}).endswith(
+        "; copied from an earlier run (the same texts, settings and code)")
+
+    # A sentence the earlier runs learnt from is now a test text: learnt anew, without it.
+    third = run_pretrainer(tmp_path, 3, ["An eval text."], [HELD_OUT, "The cast is superb!"], labelled)
+    assert "reused_from" not in third.mlmd_artifact.custom_properties
+    assert pretraining.dedup_key("The cast is superb!") in pretraining.corpus_digests(first.uri)
+    assert pretraining.dedup_key("The cast is superb!") not in pretraining.corpus_digests(third.uri)
+
+    # --no-cache (reuse_earlier=0) learns anew even from the same corpus.
+    fourth = run_pretrainer(tmp_path, 4, ["An eval text."], [HELD_OUT], labelled, reuse_earlier=0)
+    assert "reused_from" not in fourth.mlmd_artifact.custom_properties
+    # A copy interrupted before its key is written is never reused; nor is another key's result.
+    (tmp_path / "ReaderPretrainer" / "model" / "4" / pretraining.REUSE_KEY_FILE).unlink()
+    key = (tmp_path / "ReaderPretrainer" / "model" / "1" / pretraining.REUSE_KEY_FILE).read_text().strip()
+    assert pretraining.find_reusable(str(tmp_path / "ReaderPretrainer" / "model" / "5"), key) == second.uri
+    assert pretraining.find_reusable(str(tmp_path / "ReaderPretrainer" / "model" / "5"), "another") is None
+
+
 def test_the_pipeline_passes_the_classifier_and_its_sources(tmp_path, monkeypatch):
     from pipeline import configs, data_sources
     from pipeline.pipeline import create_pipeline
@@ -143,6 +203,10 @@ def test_the_pipeline_passes_the_classifier_and_its_sources(tmp_path, monkeypatc
     assert settings["weight_averaging"] == dataset.training.weight_averaging and settings["max_len"] == dataset.max_len
     assert properties["code_fingerprint"] == configs.pretraining_fingerprint("labelled_sentences")
     assert properties["code_fingerprint"] != configs.pretraining_fingerprint()
+    assert properties["reuse_earlier"] == 1
+    no_cache = create_pipeline(configs.PipelineConfig(dataset=dataset, input_path=tmp_path / "p.csv.gz",
+                                                      output_dir=tmp_path, enable_cache=False))
+    assert {c.id: c for c in no_cache.components}["ReaderPretrainer"].exec_properties["reuse_earlier"] == 0
     missing = configs.with_overrides(dataset, {"pretraining.labelled_sources": "imdb/missing.csv.gz"})
     with pytest.raises(data_sources.DataNotFoundError, match=r"labelled text imdb/missing.csv.gz not found .*"
                        r"add the file, or run without the pretraining \(--set pretraining.enabled=false\)"):
