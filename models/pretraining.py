@@ -363,7 +363,9 @@ def copy_pretraining(source: str, destination: str, **report_updates) -> dict:
                 continue
             tf.io.gfile.copy(os.path.join(directory, name), os.path.join(target, name), overwrite=True)
     with tf.io.gfile.GFile(os.path.join(source, REPORT_FILE)) as f:
-        report = {**json.load(f), **report_updates}
+        report = json.load(f)
+    # Where it was learnt, through copies of copies.
+    report = {**report, "learnt_in": report.get("learnt_in", source), **report_updates}
     with tf.io.gfile.GFile(os.path.join(destination, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2)
     return report

@@ -158,7 +158,7 @@ def test_a_new_spans_run_copies_the_pretraining_only_when_it_would_learn_the_sam
     assert file_digests(second.uri) == file_digests(first.uri)
     assert pretraining.corpus_digests(second.uri) == pretraining.corpus_digests(first.uri)
     report = json.loads((tmp_path / "ReaderPretrainer" / "model" / "2" / "pretraining.json").read_text())
-    assert report["corpus"]["held_out_texts"] == 3 and report["reused_from"] == first.uri
+    assert report["corpus"]["held_out_texts"] == 3 and report["reused_from"] == report["learnt_in"] == first.uri
     from pipeline import local_runner
     assert local_runner._reader_figure(second.mlmd_artifact, {}).endswith(
         "; copied from an earlier run (the same texts, settings and code)")
@@ -169,14 +169,21 @@ def test_a_new_spans_run_copies_the_pretraining_only_when_it_would_learn_the_sam
     assert pretraining.dedup_key("The cast is superb!") in pretraining.corpus_digests(first.uri)
     assert pretraining.dedup_key("The cast is superb!") not in pretraining.corpus_digests(third.uri)
 
+    # A copy of the copy still names where it was learnt.
+    copied_again = run_pretrainer(tmp_path, 5, ["Yet another eval text."], [HELD_OUT], labelled)
+    report = json.loads((tmp_path / "ReaderPretrainer" / "model" / "5" / "pretraining.json").read_text())
+    assert report["reused_from"] == second.uri and report["learnt_in"] == first.uri
+    assert copied_again.get_string_custom_property("reused_from") == second.uri
+
     # --no-cache (reuse_earlier=0) learns anew even from the same corpus.
-    fourth = run_pretrainer(tmp_path, 4, ["An eval text."], [HELD_OUT], labelled, reuse_earlier=0)
+    fourth = run_pretrainer(tmp_path, 6, ["An eval text."], [HELD_OUT], labelled, reuse_earlier=0)
     assert "reused_from" not in fourth.mlmd_artifact.custom_properties
     # A copy interrupted before its key is written is never reused; nor is another key's result.
-    (tmp_path / "ReaderPretrainer" / "model" / "4" / pretraining.REUSE_KEY_FILE).unlink()
+    for execution in (5, 6):
+        (tmp_path / "ReaderPretrainer" / "model" / str(execution) / pretraining.REUSE_KEY_FILE).unlink()
     key = (tmp_path / "ReaderPretrainer" / "model" / "1" / pretraining.REUSE_KEY_FILE).read_text().strip()
-    assert pretraining.find_reusable(str(tmp_path / "ReaderPretrainer" / "model" / "5"), key) == second.uri
-    assert pretraining.find_reusable(str(tmp_path / "ReaderPretrainer" / "model" / "5"), "another") is None
+    assert pretraining.find_reusable(str(tmp_path / "ReaderPretrainer" / "model" / "7"), key) == second.uri
+    assert pretraining.find_reusable(str(tmp_path / "ReaderPretrainer" / "model" / "7"), "another") is None
 
 
 def test_the_pipeline_passes_the_classifier_and_its_sources(tmp_path, monkeypatch):
