@@ -15,7 +15,11 @@ learnt with, the digest of every text it read, and a report.
 
 A component of its own, so TFX caches it: its inputs are the validated
 examples, the unlabeled files' digests and the code's, and the settings;
-a later run with the same data and code reuses it without a step.
+a later run with the same data and code reuses it without a step. A new
+span's examples miss that cache, but when the corpus left after dropping
+their held-out texts, the settings and the code are an earlier execution's
+(models/pretraining.reuse_key), it copies that result instead of learning
+it again.
 """
 
 import json
