@@ -21,7 +21,7 @@ pipeline-imdb:
 	$(MAKE) pipeline DATASET=imdb
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e" tests
