@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from models import model as model_lib
+
 LOGIT_LAYER = "logit_dense"
 
 
@@ -74,7 +76,7 @@ def apply(model: tf.keras.Model, scale: float, offset: float) -> int:
     An ensemble's logit is the mean of its members', so the same map applied
     to each member applies it to the mean. Returns how many heads changed.
     """
-    heads = {id(layer): layer for layer in model.submodules
+    heads = {id(layer): layer for layer in model_lib.keras_layers(model)
              if isinstance(layer, tf.keras.layers.Dense) and layer.name == LOGIT_LAYER}
     if not heads:
         raise ValueError(f"{model.name} has no {LOGIT_LAYER!r} layer to calibrate")
@@ -86,9 +88,11 @@ def apply(model: tf.keras.Model, scale: float, offset: float) -> int:
 
 def logits_and_labels(model: tf.keras.Model, dataset: tf.data.Dataset, logit_key: str) -> tuple[np.ndarray, np.ndarray]:
     """The model's logits and the labels over a (token ids, {logit_key: label}) dataset."""
+    logit_of = tf.function(lambda ids: tf.reshape(model(ids, training=False)[logit_key], [-1]),
+                           input_signature=[dataset.element_spec[0]])  # traced once, not run op by op
     logits, labels = [], []
     for ids, label in dataset:
-        logits.append(np.asarray(model(ids, training=False)[logit_key]).reshape(-1))
+        logits.append(logit_of(ids).numpy())
         labels.append(np.asarray(label[logit_key]).reshape(-1))
     return np.concatenate(logits), np.concatenate(labels)
 

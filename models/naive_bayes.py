@@ -207,10 +207,14 @@ def stacked(model: tf.keras.Model, score: NaiveBayesScore) -> tf.keras.Model:
 
 def scores(logit_model: tf.keras.Model, score: NaiveBayesScore, dataset: tf.data.Dataset):
     """[network logit, Naive Bayes score] per example ([n, 2]) and the labels, over a dataset."""
+    @tf.function(input_signature=[dataset.element_spec[0]])
+    def columns_of(ids):  # traced once: called eagerly, the recurrent loop ran step by step in Python
+        logit = tf.reshape(logit_model(ids, training=False)[model_lib.LOGIT], [-1])
+        return tf.stack([logit, tf.reduce_sum(score(ids), axis=1)], axis=1)
+
     columns, labels = [], []
     for ids, label in dataset:
-        logit = np.asarray(logit_model(ids, training=False)[model_lib.LOGIT]).reshape(-1)
-        columns.append(np.stack([logit, score(ids).numpy().sum(axis=1)], axis=1))
+        columns.append(columns_of(ids).numpy())
         labels.append(np.asarray(label[model_lib.LOGIT]).reshape(-1))
     return np.concatenate(columns), np.concatenate(labels)
 

@@ -184,7 +184,7 @@ class BidirectionalLanguageModel(tf.keras.Model):
         self.dropout = tf.keras.layers.SpatialDropout1D(embedding_dropout, name="embedding_dropout")
         # Named as models/model.py names them: bi<cell>_<index>.
         self.recurrent = [tf.keras.layers.Bidirectional(
-            model_lib.CELLS[shape.cell](shape.rnn_units, return_sequences=True, name=f"{shape.cell}_{index}"),
+            model_lib.recurrent_layer(shape.cell, shape.rnn_units, name=f"{shape.cell}_{index}"),
             name=f"bi{shape.cell}_{index}") for index in range(shape.rnn_layers)]
         self.softmax = [SampledSoftmax(rows, shape.rnn_units, name=name) for name in SOFTMAX]
         self.embedding.build((None, None))

@@ -192,7 +192,7 @@ class SentimentExportModule(tf.Module):
         self._call_model = model.__call__
         self.model_variables = list(model.variables)
         # Resources the layers own (the Naive Bayes n-gram table), so the SavedModel rebuilds them.
-        self.model_resources = [value for layer in model.submodules for value in vars(layer).values()
+        self.model_resources = [value for layer in model_lib.keras_layers(model) for value in vars(layer).values()
                                 if isinstance(value, tf.saved_model.experimental.TrackableResource)]
         self.length_multiple = length_multiple
         self.tft_layer = tf_transform_output.transform_features_layer()

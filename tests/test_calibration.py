@@ -50,9 +50,12 @@ def test_a_shifted_threshold_is_corrected_and_the_cross_fitted_accuracy_shows_it
 def test_apply_maps_the_logit_and_every_prefix_of_the_trajectory(ensemble_size):
     tf.keras.utils.set_random_seed(4)
     model = model_lib.build_model(VOCAB, embedding_dim=6, rnn_units=5, attention_units=4, dense_units=4,
-                                  ensemble_size=ensemble_size)
+                                  ensemble_size=ensemble_size, rnn_dropout=0.2)
     ids = tf.constant([[3, 4, 5, 0, 0], [7, 8, 9, 10, 11]], tf.int64)
     before = model(ids, training=False)
+    # A traced training step leaves the recurrent cells caching dropout masks by graph (which
+    # tf.Module.submodules cannot walk): what a model looks like after training.
+    tf.function(lambda ids: model(ids, training=True))(ids)
     heads = calibration.apply(model, 1.7, -0.3)
     after = model(ids, training=False)
     assert heads == ensemble_size

@@ -194,3 +194,35 @@ def test_the_export_carries_tf_servings_warmup_file_covering_every_padded_width(
     # Without a per-text signature (an older export) its records are skipped, not run on another.
     signature.per_text = None
     assert serve.replay_warmup_file(signature, export_dir) == len(texts)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_recurrent_layer_is_kerass_layer_traced_once(cell):
+    """recurrent_layer runs the cell in a plain RNN loop (no GPU here): the same outputs as Keras'
+    LSTM/GRU layer on the same weights, over masked variable-length input, in a traced graph (where
+    that layer would choose between two implementations), without that layer's second (cuDNN) graph."""
+    tf.keras.utils.set_random_seed(1)
+    inputs = tf.keras.Input((None, 5))
+    mask = tf.keras.Input((None,), dtype=tf.bool)
+    ours = tf.keras.layers.Bidirectional(model_lib.recurrent_layer(cell, 4, name=cell))
+    theirs = tf.keras.layers.Bidirectional(model_lib.CUDNN_LAYERS[cell](4, return_sequences=True))
+    ours_model = tf.keras.Model([inputs, mask], ours(inputs, mask=mask))
+    theirs_model = tf.keras.Model([inputs, mask], theirs(inputs, mask=mask))
+    assert isinstance(ours.forward_layer, tf.keras.layers.RNN)
+    assert not isinstance(ours.forward_layer, tuple(model_lib.CUDNN_LAYERS.values()))
+    theirs.set_weights(ours.get_weights())
+
+    x = tf.random.normal((3, 7, 5))
+    lengths = tf.constant([7, 3, 1])
+    valid = tf.sequence_mask(lengths, 7)
+
+    def graph_functions(model):
+        traced = tf.function(lambda x, m: model([x, m])).get_concrete_function(x, valid)
+        return traced, {f.signature.name for f in traced.graph.as_graph_def().library.function}
+
+    ours_traced, ours_functions = graph_functions(ours_model)
+    theirs_traced, theirs_functions = graph_functions(theirs_model)
+    np.testing.assert_allclose(ours_traced(x, valid), theirs_traced(x, valid), atol=1e-6)
+    np.testing.assert_allclose(ours_model([x, valid]), theirs_model([x, valid]), atol=1e-6)
+    assert any("gpu" in name or "cudnn" in name for name in theirs_functions)
+    assert not any("gpu" in name or "cudnn" in name for name in ours_functions)
