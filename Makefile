@@ -178,3 +178,9 @@ postgres-stop:
 # Polarity and an IMDB slice at the same time on one PostgreSQL store and one output root (~10 min).
 concurrent-runs: $(STAMP)
 	$(PY) bench/concurrent_runs.py --work-dir /tmp/sentiment-concurrent
+
+# The pipeline's wall time: a first run, then new data with the pretraining cached (issue 20's
+# "polarity <= 5 min"; about 30 min the first time, on an idle machine): bench/results/pipeline_time_<dataset>.json.
+.PHONY: pipeline-time
+pipeline-time: $(STAMP)
+	$(PY) bench/pipeline_time.py --dataset $(DATASET) --work-dir $(OUTPUT_DIR)/pipeline-time-$(DATASET) $(ARGS)
