@@ -14,9 +14,8 @@ driving the shared encoder; the head's own layers still learn at full speed,
 since Adam scales each parameter's step by its own gradient's magnitude.
 Hence a loss weight of 1 (RATING_LOSS_WEIGHT) rather than a tuned one.
 
-`PearsonCorrelation` is a streaming Keras metric over sums (count, sums,
-sums of squares and products), so TFMA can merge its accumulators by adding
-them; the Evaluator names it by class and module (pipeline/pipeline.py).
+The Evaluator's rating metrics (MAE and Pearson's r on the test split) are
+TFMA's, in pipeline/rating_metrics.py.
 """
 
 from __future__ import annotations
@@ -80,40 +79,6 @@ class MaskedMeanAbsoluteError(tf.keras.metrics.Metric):
     def reset_state(self):
         for variable in (self.total, self.count):
             variable.assign(tf.zeros_like(variable))
-
-
-class PearsonCorrelation(tf.keras.metrics.Metric):
-    """Pearson's r between the predicted and the true rating, streaming; examples without a
-    rating (label 0) are left out. 0 when either side has no variance."""
-
-    _SUMS = ("n", "sx", "sy", "sxx", "syy", "sxy")
-
-    def __init__(self, name: str = "pearson_correlation", **kwargs):
-        super().__init__(name=name, **kwargs)
-        # float64: sums of squares of 25k ratings lose digits in float32.
-        for key in self._SUMS:
-            setattr(self, key, self.add_weight(name=key, initializer="zeros", dtype=tf.float64))
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        y = tf.reshape(tf.cast(y_true, tf.float64), [-1])
-        x = tf.reshape(tf.cast(y_pred, tf.float64), [-1])
-        w = tf.cast(y > 0, tf.float64)
-        if sample_weight is not None:
-            w *= tf.reshape(tf.cast(sample_weight, tf.float64), [-1])
-        for key, value in zip(self._SUMS, (w, w * x, w * y, w * x * x, w * y * y, w * x * y)):
-            getattr(self, key).assign_add(tf.reduce_sum(value))
-
-    def result(self):
-        n = self.n
-        covariance = n * self.sxy - self.sx * self.sy
-        variance_x = n * self.sxx - self.sx * self.sx
-        variance_y = n * self.syy - self.sy * self.sy
-        denominator = tf.sqrt(tf.maximum(variance_x, 0.0) * tf.maximum(variance_y, 0.0))
-        return tf.cast(tf.math.divide_no_nan(covariance, denominator), tf.float32)
-
-    def reset_state(self):
-        for key in self._SUMS:
-            getattr(self, key).assign(tf.zeros((), tf.float64))
 
 
 def pearson_r(predicted, actual) -> float:

@@ -258,7 +258,7 @@ def build_card(data) -> dict[str, Any]:
         "misread: the model always answers positive or negative (P(positive) near 0.5 is not 'neutral').",
         "Measured in distribution only: the test split comes from the same source as the training data; "
         "reviews of other products, other sites or later years may score lower. The slices cover text "
-        "length and source file, not any group of people.",
+        "length (and the source file), not any group of people.",
     ]
     if ingestion.get("test_texts_in_training"):
         limitations.append(f"Test texts also in the training data: {ingestion['test_texts_in_training']}, which "
@@ -291,7 +291,8 @@ def build_card(data) -> dict[str, Any]:
         "quantitative_analysis": {
             "performance_metrics": _performance_metrics(data),
             "evaluation_data": "the test split (see model_parameters.data), sliced overall, by text length in "
-                               "characters and by source file",
+                               "characters" + (" and by source file" if any(
+                                   name.startswith("source=") for name in (data.slices or {})) else ""),
             **({"rating_baseline": dict(data.rating_baseline)} if getattr(data, "rating_baseline", None) else {}),
         },
         "considerations": {

@@ -6,7 +6,8 @@ Written after every local run to `<pipeline root>/report/index.html`:
   report directory saying why nothing was pushed;
 * training curves (loss, accuracy and AUC when the model computed it, per
   epoch, train vs validation) from the Trainer's `history.json` (ModelRun artifact);
-* TFMA metrics per slice (overall, text-length bucket, source) and the
+* TFMA metrics per slice (overall, text-length bucket, source file when the
+  input holds several) and the
   confusion matrix at 0.5 (overall slice); with the rating head, the star
   rating's MAE and Pearson's r per slice, beside the MAE of predicting the
   mean rating of each test review's true class (class means from the train split);

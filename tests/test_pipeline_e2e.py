@@ -108,6 +108,9 @@ def test_every_component_ran_and_recorded_its_outputs(runs, metadata_uri):
     assert "StatisticsGen" in producers["ExampleStatistics"]
     assert producers["ExampleAnomalies"] == {"ExampleValidator"}
     assert Path(blessed_run.anomalies_uri).relative_to(pipelines).parts[1] == "ExampleValidator"
+    # Transform writes what the Trainer reads (train, eval); the Evaluator scores raw test examples.
+    for transformed in (pipelines / "sentiment-polarity" / "Transform" / "transformed_examples").iterdir():
+        assert sorted(p.name for p in transformed.iterdir()) == ["Split-eval", "Split-train"]
 
 
 def test_the_trainer_trained_the_default_ensemble_member_by_member(runs, metadata_uri):

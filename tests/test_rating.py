@@ -145,9 +145,10 @@ def test_the_evaluator_measures_the_rating_only_with_the_head():
         return {(tuple(spec.output_names), m.class_name, json.loads(m.config or "{}").get("name"))
                 for spec in config.metrics_specs for m in spec.metrics}
 
-    rating_metrics = {(("rating",), "MeanAbsoluteError", pipeline.RATING_MAE),
-                      (("rating",), "PearsonCorrelation", pipeline.RATING_PEARSON_R)}
-    assert rating_metrics <= metric_names(with_head)
+    rating_metrics = [(("rating",), "RatingMetrics", {"mae_name": pipeline.RATING_MAE,
+                                                       "pearson_name": pipeline.RATING_PEARSON_R})]
+    assert [(tuple(spec.output_names), m.class_name, json.loads(m.config)) for spec in with_head.metrics_specs
+            for m in spec.metrics if "rating" in spec.output_names] == rating_metrics
     for config in (without, polarity):
         assert not any("rating" in str(entry) for entry in metric_names(config))
         (spec,) = config.model_specs
@@ -170,21 +171,42 @@ def _to_json(config) -> str:
     return json_format.MessageToJson(config, preserving_proto_field_name=True)
 
 
-def test_pearson_correlation_streams_and_leaves_out_examples_without_a_rating():
-    predicted = np.array([2.0, 3.5, 8.0, 9.0, 1.5, 7.0, 4.0])
-    actual = np.array([1.0, 4.0, 7.0, 10.0, 2.0, 0.0, 3.0])  # the 0: no rating
-    metric = rating.PearsonCorrelation()
-    metric.update_state(actual[:3], predicted[:3])  # in two batches
-    metric.update_state(actual[3:], predicted[3:])
-    keep = actual > 0
-    expected = np.corrcoef(predicted[keep], actual[keep])[0, 1]
-    assert float(metric.result()) == pytest.approx(expected, abs=1e-6)
-    assert rating.pearson_r(predicted, actual) == pytest.approx(expected)
-    metric.update_state(np.array([5.0]), np.array([-100.0]))  # an outlier moves it: the metric is live
-    assert float(metric.result()) < expected - 0.05
-    negative = rating.PearsonCorrelation()
-    negative.update_state(actual[keep], -predicted[keep])
-    assert float(negative.result()) == pytest.approx(-expected, abs=1e-6)  # r, not r squared: the sign stays
+def _rating_metrics(pairs, batches=2) -> dict[str, float]:
+    """TFMA's rating metrics over (true rating or None, predicted) pairs, fed in `batches`
+    accumulators that are then merged, as Beam does."""
+    from tensorflow_model_analysis.metrics import metric_types
+
+    from pipeline import rating_metrics
+
+    (computation,) = rating_metrics.RatingMetrics().computations(example_weighted=False)
+    combiner = computation.combiner
+    accumulators = [combiner.create_accumulator() for _ in range(batches)]
+    for i, (actual, predicted) in enumerate(pairs):
+        inputs = metric_types.StandardMetricInputs(
+            labels=np.array([] if actual is None else [actual], np.float32),
+            predictions=np.array([predicted], np.float32), example_weights=np.array([1.0], np.float32))
+        accumulators[i % batches] = combiner.add_input(accumulators[i % batches], inputs)
+    result = combiner.extract_output(combiner.merge_accumulators(accumulators))
+    return {key.name: value for key, value in result.items()}
+
+
+def test_the_rating_metrics_stream_and_leave_out_examples_without_a_rating():
+    predicted = np.array([2.0, 3.5, 8.0, 9.0, 1.5, 7.0, 4.0, 6.0])
+    actual = [1.0, 4.0, 7.0, 10.0, 2.0, 0.0, 3.0, None]  # 0 and absent: no rating
+    metrics = _rating_metrics(zip(actual, predicted))
+    keep = np.array([a is not None and a > 0 for a in actual])
+    rated = np.array([a for a in actual if a], np.float64)
+    expected_r = np.corrcoef(predicted[keep], rated)[0, 1]
+    assert metrics[pipeline.RATING_MAE] == pytest.approx(np.abs(predicted[keep] - rated).mean())
+    assert metrics[pipeline.RATING_PEARSON_R] == pytest.approx(expected_r)
+    assert rating.pearson_r(predicted[keep], rated) == pytest.approx(expected_r)
+    outlier = _rating_metrics([*zip(actual, predicted), (5.0, -100.0)])  # the metric is live
+    assert outlier[pipeline.RATING_PEARSON_R] < expected_r - 0.05
+    negative = _rating_metrics(zip(rated, -predicted[keep]))
+    assert negative[pipeline.RATING_PEARSON_R] == pytest.approx(-expected_r)  # r, not r squared: the sign stays
+    constant = _rating_metrics([(1.0, 5.0), (9.0, 5.0)])
+    assert constant == {pipeline.RATING_MAE: 4.0, pipeline.RATING_PEARSON_R: 0.0}
+    assert all(np.isnan(v) for v in _rating_metrics([(0.0, 5.0), (None, 3.0)]).values())  # nothing rated
 
 
 def _transform_with_ratings(output_dir, ratings):
@@ -338,6 +360,11 @@ def test_tfma_measures_the_rating_of_a_candidate_whose_baseline_has_no_rating_he
                 features.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
                 features.RATING: tf.train.Feature(int64_list=tf.train.Int64List(value=[stars])),
             })).SerializeToString())
+        # A review from a source without ratings: left out of the rating metrics, counted by the rest.
+        writer.write(tf.train.Example(features=tf.train.Features(feature={
+            features.TEXT: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"Unrated, and good."])),
+            features.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
+        })).SerializeToString())
     config = config_util.update_eval_config_with_defaults(
         pipeline.make_eval_config(configs.IMDB), has_baseline=True)
     models = [tfma.default_eval_shared_model(eval_saved_model_path=exports[name], eval_config=config,
@@ -350,6 +377,7 @@ def test_tfma_measures_the_rating_of_a_candidate_whose_baseline_has_no_rating_he
     assert metrics[pipeline.RATING_MAE] == pytest.approx(np.abs(served - ratings).mean(), abs=1e-4)
     assert metrics[pipeline.RATING_PEARSON_R] == pytest.approx(rating.pearson_r(served, ratings), abs=1e-4)
     assert {"binary_accuracy", "auc", "example_count"} <= set(metrics)
+    assert metrics["example_count"] == len(TINY_TEXTS) + 1
 
 
 def test_the_report_and_the_model_card_show_the_rating_metrics_and_the_class_mean_baseline(tmp_path):
