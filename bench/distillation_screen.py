@@ -25,7 +25,6 @@ run is in the results file. Test accuracy is only reported.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -105,9 +104,7 @@ def main() -> int:
     trainer.apply_thread_settings(hyperparameters["training"])
     root = args.output_dir / "pipelines" / dataset.pipeline_name
     transform_output = tft.TFTransformOutput(tb.latest(str(root / "Transform" / "transform_graph" / "*")))
-    transformed = tb.latest(str(root / "Transform" / "transformed_examples" / "*"))
-    splits = {name: tb.parse_all(glob.glob(f"{transformed}/Split-{name}/*"), transform_output)
-              for name in ("train", "eval", "test")}
+    splits = tb.transformed_splits(root, transform_output)
     examples = tb.latest(str(root / "ExampleGen" / "examples" / "*"))
     held_out = [text for split in ("eval", "test") for text in read_split_texts(examples, split, features.TEXT)]
     unlabeled_path = data_sources.resolve_data_file(dataset.pretraining.unlabeled_sources[0], args.data_dir)

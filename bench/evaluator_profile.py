@@ -7,10 +7,11 @@ falls on the machine reaches every variant alike):
 * `model_alone`: the signature the Evaluator calls (serving_tf_examples) on
   every serialized test example, in batches of --batch-size;
 * `pipeline_config`: TFMA (`run_model_analysis`, the DirectRunner) with the
-  pipeline's own EvalConfig (pipeline.make_eval_config), as a first run
-  without a baseline;
-* `without_rating_metrics`: the same without the rating's MAE and Pearson's r;
-* `overall_slice_only`: the same without the length-bucket and source slices.
+  EvalConfig the pipeline builds for an input of one file (pipeline.make_eval_config:
+  overall and length-bucket slices), as a first run without a baseline;
+* `with_source_slice`: the same plus the source slice (an input of several files);
+* `without_rating_metrics`: `pipeline_config` without the rating's MAE and Pearson's r;
+* `overall_slice_only`: `pipeline_config` without the length-bucket slice.
 
 Writes bench/results/evaluator_profile_<dataset>.json (or --output).
 
@@ -47,7 +48,7 @@ from pipeline import pipeline as pipeline_lib  # noqa: E402
 
 def first_run_config(dataset: configs.DatasetConfig, variant: str) -> tfma.EvalConfig:
     """The pipeline's EvalConfig as TFMA runs it without a baseline (no change thresholds), cut down by `variant`."""
-    config = copy.deepcopy(pipeline_lib.make_eval_config(dataset))
+    config = copy.deepcopy(pipeline_lib.make_eval_config(dataset, slice_by_source=variant == "with_source_slice"))
     for spec in config.metrics_specs:
         for metric in spec.metrics:
             for threshold in metric.per_slice_thresholds:
@@ -91,7 +92,8 @@ def main() -> int:
                                     data_location=str(test_dir / "*.gz"), output_path=output)
 
     runs = {"model_alone": model_alone, **{v: (lambda v=v: tfma_run(v)) for v in
-                                           ("pipeline_config", "without_rating_metrics", "overall_slice_only")}}
+                                           ("pipeline_config", "with_source_slice", "without_rating_metrics",
+                                            "overall_slice_only")}}
     model_alone()  # traces the signature for each batch shape, outside the timing
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for round_number in range(args.rounds):
@@ -103,7 +105,8 @@ def main() -> int:
     result = {"dataset": dataset.name, "model": str(model_dir), "test_examples": len(records),
               "batch_size": args.batch_size, "rounds": args.rounds, "seconds": seconds,
               "median_seconds": {name: statistics.median(values) for name, values in seconds.items()},
-              "slicing_specs": len(pipeline_lib.make_eval_config(dataset).slicing_specs)}
+              "slicing_specs": {v: [list(s.feature_keys) for s in first_run_config(dataset, v).slicing_specs]
+                                for v in runs if v != "model_alone"}}
     output = Path(args.output or RESULTS / f"evaluator_profile_{dataset.name}.json")
     output.write_text(json.dumps(result, indent=2))
     print(json.dumps(result["median_seconds"], indent=2))

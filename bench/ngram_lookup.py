@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
+import train_benchmark as tb  # noqa: E402
 
 from models import naive_bayes, trainer  # noqa: E402
 from pipeline import configs  # noqa: E402
@@ -76,7 +77,10 @@ def main() -> None:
     counts = naive_bayes.count_ngrams(split("train", True), order, id_space)
     ratios = naive_bayes.ratios_of(counts)
     count_seconds = time.perf_counter() - started
-    batches = [ids for ids, _ in split("test", False)]
+    # The pipeline does not materialize the test split: ExampleGen's through the transform graph.
+    test = tb.transformed_splits(args.output_dir / "pipelines" / config.pipeline_name, transform_output, ["test"])
+    batches = [ids for ids, _ in trainer.length_batched_dataset(
+        tf.data.Dataset.from_tensor_slices(test["test"]), args.batch_size, 1, False, 0)]
     layers = {"hash_table": naive_bayes.NaiveBayesScore(counts.keys, ratios, order, id_space),
               "binary_search": BinarySearchScore(counts.keys, ratios, order, id_space)}
     traced = {name: tf.function(layer, input_signature=[tf.TensorSpec([None, None], tf.int64)])

@@ -101,6 +101,40 @@ def parse_all(files: list[str], tf_transform_output) -> dict[str, np.ndarray]:
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
+def transformed_splits(root: Path, tf_transform_output, names=("train", "eval", "test")) -> dict[str, dict]:
+    """Each split as the Trainer's features, from the newest pipeline run under `root`.
+
+    Transform's own output where it wrote the split (train and eval); ExampleGen's
+    raw split through the same transform graph where it did not (the pipeline does
+    not materialize the test split: the Evaluator scores raw examples).
+    """
+    transformed = Path(latest(str(root / "Transform" / "transformed_examples" / "*")))
+    examples = None
+    splits = {}
+    for name in names:
+        files = sorted(glob.glob(str(transformed / f"Split-{name}" / "*")))
+        if files:
+            splits[name] = parse_all(files, tf_transform_output)
+            continue
+        examples = examples or Path(latest(str(root / "ExampleGen" / "examples" / "*")))
+        splits[name] = transform_raw(sorted(glob.glob(str(examples / f"Split-{name}" / "*.gz"))), tf_transform_output)
+    return splits
+
+
+def transform_raw(files: list[str], tf_transform_output) -> dict[str, np.ndarray]:
+    """Raw tf.Examples (GZIP TFRecords) through the transform graph, as dense arrays."""
+    if not files:
+        raise SystemExit("no examples to transform: run the pipeline for this dataset first")
+    spec = tf_transform_output.raw_feature_spec()
+    layer = tf_transform_output.transform_features_layer()
+    parts = []
+    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024):
+        outputs = layer(tf.io.parse_example(batch, spec))
+        parts.append({key: (tf.sparse.to_dense(value) if isinstance(value, tf.SparseTensor) else value).numpy()
+                      for key, value in outputs.items()})
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
 def batches(arrays: dict[str, np.ndarray], training: dict, shuffle: bool, seed: int,
             with_rating: bool = False) -> tf.data.Dataset:
     dataset = tf.data.Dataset.from_tensor_slices(arrays)
@@ -473,9 +507,7 @@ def main() -> int:
     hyperparameters = configs.trainer_hyperparameters(dataset)
     root = Path(args.output_dir) / "pipelines" / f"sentiment-{dataset.name}"
     tf_transform_output = tft.TFTransformOutput(latest(str(root / "Transform" / "transform_graph" / "*")))
-    transformed = latest(str(root / "Transform" / "transformed_examples" / "*"))
-    splits = {name: parse_all(glob.glob(f"{transformed}/Split-{name}/*"), tf_transform_output)
-              for name in ("train", "eval", "test")}
+    splits = transformed_splits(root, tf_transform_output)
     rows = trainer.embedding_input_dim(tf_transform_output, hyperparameters)
     largest_id = max(int(split[features.TOKEN_IDS].max()) for split in splits.values())
     if largest_id >= rows:

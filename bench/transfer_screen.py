@@ -30,7 +30,6 @@ before the first run is in the results file; test accuracy is only reported.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -134,9 +133,7 @@ def main() -> int:
     trainer.apply_thread_settings(hyperparameters["training"])
     root = args.output_dir / "pipelines" / dataset.pipeline_name
     transform_output = tft.TFTransformOutput(tb.latest(str(root / "Transform" / "transform_graph" / "*")))
-    transformed_uri = tb.latest(str(root / "Transform" / "transformed_examples" / "*"))
-    data = {name: tb.parse_all(glob.glob(f"{transformed_uri}/Split-{name}/*"), transform_output)
-            for name in ("train", "eval", "test")}
+    data = tb.transformed_splits(root, transform_output)
     examples = tb.latest(str(root / "ExampleGen" / "examples" / "*"))
     held_out = {pretraining.dedup_key(text) for split in ("eval", "test")
                 for text in read_split_texts(examples, split, features.TEXT)}
