@@ -74,6 +74,12 @@ def test_the_second_run_reads_the_newest_span_and_trains_on_the_window(replay):
     assert sorted(examples) == [1, 2]
     test_count = json.loads((Path(examples[2].uri) / "ingestion_report.json").read_text())["examples_per_split"]["test"]
     assert second["metrics"]["example_count"] == test_count
+    # A span folder may hold several files: the Evaluator slices by source file.
+    from pipeline import report
+
+    slices = report.load_slices(second["evaluation_uri"])
+    assert {name: m["example_count"] for name, m in slices.items() if name.startswith("source=")} == {
+        "source=reviews.csv.gz": test_count}
 
 
 def test_the_second_run_starts_warm_from_the_first_blessed_model(replay):
