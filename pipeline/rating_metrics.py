@@ -4,8 +4,8 @@ The Evaluator names this metric by class and module (pipeline.make_eval_config).
 Both figures come from one accumulator of sums (count, sum of |error|, sums,
 sums of squares and of products), so TFMA looks each example up once per slice
 instead of once per metric, and merges accumulators by adding them. It replaced
-TFMA's MeanAbsoluteError beside a Keras metric wrapped by TFMA, which cost the
-IMDB Evaluator about 8 s of its 44 (bench/results/evaluator_profile_imdb.json).
+TFMA's MeanAbsoluteError beside a Keras metric wrapped by TFMA: 8.6 s of the IMDB
+Evaluator's 44 then, about 0.5 s now (docs/experiments.md, bench/evaluator_profile.py).
 
 An example without a rating (label 0 or absent: a source that carries none) is
 left out of both, as the rating loss leaves it out (models/rating.py).
