@@ -87,7 +87,7 @@ airflow-retry: airflow-venv
 	$(AIRFLOW_DEPLOY) --executor local --dags polarity --kill-task Trainer
 
 # --- Using the pushed model (README: "Using the model") ---
-.PHONY: serve predict load-test
+.PHONY: serve predict load-test serving-ceiling
 MODEL_BASE_DIR ?= outputs/serving/sentiment-$(DATASET)
 
 # TF Serving REST API subset on 127.0.0.1:8501 for the latest pushed version.
@@ -101,6 +101,11 @@ predict: $(STAMP)
 # Concurrent clients against the server for a fixed time; writes bench/results/load_test.json.
 load-test: $(STAMP)
 	$(PY) bench/load_test.py --model-base-dir $(MODEL_BASE_DIR) $(ARGS)
+
+# The model's own cost with no server (the most any server could answer); writes
+# bench/results/serving_ceiling_<dataset>.json. make serving-ceiling DATASET=imdb
+serving-ceiling: $(STAMP)
+	$(PY) bench/serving_ceiling.py --model-base-dir $(MODEL_BASE_DIR) $(ARGS)
 
 # --- Replaying continuous training (README: "Spans and batch scoring") ---
 .PHONY: spans

@@ -260,6 +260,7 @@ def client_loop(call, failures, ready, go, start_at, duration, out):
         time.sleep(0.001)
     stop_at = start_at.value + duration
     latencies: list[float] = []
+    cpu_started = time.process_time()
     while time.monotonic() < stop_at:
         t0 = time.perf_counter()
         try:
@@ -271,7 +272,8 @@ def client_loop(call, failures, ready, go, start_at, duration, out):
             errors.append(repr(error)[:200])
         if ok:
             latencies.append(time.perf_counter() - t0)
-    out.put({"latencies": latencies, "errors": len(errors), "error_samples": errors[:3]})
+    out.put({"latencies": latencies, "errors": len(errors), "error_samples": errors[:3],
+             "cpu_s": time.process_time() - cpu_started})
 
 
 def _run_processes(target_fn, target, name, reviews, count, output_filter, clients, duration) -> dict:
@@ -298,8 +300,12 @@ def _run_processes(target_fn, target, name, reviews, count, output_filter, clien
         return round(1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))], 2) if latencies else None
 
     rate = len(latencies) / duration
+    answered = len(latencies) + errors
+    client_cpu_ms = round(1000 * sum(r["cpu_s"] for r in results) / answered, 3) if answered else None
     return {"clients": clients, "texts_per_request": count, "output_filter": list(output_filter),
             "duration_s": duration, "requests_ok": len(latencies), "errors": errors,
+            # The client processes' own CPU (building, sending, parsing) per request of the timed loop.
+            "client_cpu_ms_per_request": client_cpu_ms,
             "error_samples": [s for r in results for s in r["error_samples"]][:5],
             "requests_per_s": round(rate, 2), "reviews_per_s": round(rate * count, 1),
             "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
@@ -353,6 +359,13 @@ def rss_mb(pid: int) -> dict:
             if key in ("VmRSS", "VmHWM"):
                 fields[key] = round(int(value.split()[0]) / 1024, 1)
     return {"rss_mb": fields.get("VmRSS"), "peak_rss_mb": fields.get("VmHWM")}
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system, every thread) a process has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def start_grpc_server(model_base_dir: Path, name: str, threads: int | None, extra: list[str]):

@@ -16,7 +16,8 @@ forces one). Before that, the model's own throughput on batches of 32 reviews is
 measured in a process of its own (load, warm-up as the server does, then timed calls),
 so the REST figures are a share of it measured under the same machine state. The
 server's batching counters (status answer) give the texts per model call under each
-load. Writes bench/results/load_test_rest.json.
+load, and the CPU each request costs the server process (every thread, the model's
+included; from /proc) and the client processes. Writes bench/results/load_test_rest.json.
 
     .venv/bin/python bench/load_test_rest.py --model-base-dir /work/replay/warm/serving/sentiment-imdb
 """
@@ -42,6 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from load_test import (  # noqa: E402
     _rest_client_process,
     _run_processes,
+    cpu_seconds,
     imdb_reviews,
     in_process_reviews_per_s,
     newest_version_dir,
@@ -121,8 +123,13 @@ def main(argv=None) -> int:
                 entry["memory"] = {"after_load_and_warm_up": rss_mb(proc.pid)}
                 for load, count, clients, output_filter in LOADS:
                     before = _counters(base, args.model_name)
+                    server_cpu = cpu_seconds(proc.pid)
                     got = run_load(url, reviews, count, clients, output_filter, args.duration)
+                    server_cpu = cpu_seconds(proc.pid) - server_cpu
                     after = _counters(base, args.model_name)
+                    # Per answered request, each client's first (unclocked) one included.
+                    answered = got["requests_ok"] + got["errors"] + clients
+                    got["server_cpu_ms_per_request"] = round(1000 * server_cpu / answered, 3)
                     if after:  # the clients' first, unclocked requests are counted too
                         calls = after["batches"] - before["batches"]
                         got["model_calls"] = calls
@@ -135,7 +142,8 @@ def main(argv=None) -> int:
                     entry["loads"][load] = got
                     print(f"{setting:<13} {load:<40} {got['requests_per_s']:8.2f} req/s {got['reviews_per_s']:8.1f} "
                           f"reviews/s  p50 {got['p50_ms']} ms  p99 {got['p99_ms']} ms  errors {got['errors']}  "
-                          f"requests/call {got.get('requests_per_model_call', 1.0)}", flush=True)
+                          f"requests/call {got.get('requests_per_model_call', 1.0)}  CPU ms/request: server "
+                          f"{got['server_cpu_ms_per_request']}, clients {got['client_cpu_ms_per_request']}", flush=True)
                 entry["memory"]["after_the_loads"] = rss_mb(proc.pid)
             finally:
                 proc.terminate()

@@ -644,6 +644,17 @@ def serve_command(args) -> int:
             else dataset.serving_dir(configs.output_dir_of(args.output_dir)))
     name = args.model_name or base.name
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    pools = {"intra": args.tensorflow_intra_op_parallelism, "inter": args.tensorflow_inter_op_parallelism}
+    pools = {pool: getattr(limits, f"{pool}_op_threads") if threads is None else threads
+             for pool, threads in pools.items()}
+    try:
+        size_tensorflow_pools(**pools)  # before any version is loaded: TensorFlow reads them once
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if any(pools.values()):
+        log.info("TensorFlow thread pools: intra-op %s, inter-op %s (0: TensorFlow's default)",
+                 pools["intra"], pools["inter"])
     repository = ModelRepository(base, poll_seconds=args.poll_seconds or limits.poll_seconds)
     repository.refresh()
     if not repository.versions():
@@ -691,6 +702,25 @@ def serve_command(args) -> int:
             counters = request_logger.close()
             log.info("request log closed: %s", ", ".join(f"{k}={v}" for k, v in counters.items()))
     return 0
+
+
+def size_tensorflow_pools(intra: int = 0, inter: int = 0) -> None:
+    """Sizes TensorFlow's thread pools (TF Serving's --tensorflow_intra_op_parallelism and
+    --tensorflow_inter_op_parallelism); 0 leaves TensorFlow's default. Raises RuntimeError,
+    saying so, once TensorFlow has started: the pools are made once and never resized."""
+    import tensorflow as tf
+
+    for pool, threads, get, set_ in (
+            ("intra-op", intra, tf.config.threading.get_intra_op_parallelism_threads,
+             tf.config.threading.set_intra_op_parallelism_threads),
+            ("inter-op", inter, tf.config.threading.get_inter_op_parallelism_threads,
+             tf.config.threading.set_inter_op_parallelism_threads)):
+        if threads and get() != threads:
+            try:
+                set_(threads)
+            except RuntimeError:
+                raise RuntimeError(f"TensorFlow is already running: its {pool} pool can no longer be sized "
+                                   f"to {threads} threads") from None
 
 
 def _interrupt(signum, frame):
@@ -814,8 +844,26 @@ def add_parser(commands) -> None:
     batching.add_argument("--num-batch-threads", type=int, metavar="N", help="batches run at once (0: one per core)")
     batching.add_argument("--max-enqueued-batches", type=int, metavar="N", help="batches that may wait per "
                           "version; a request beyond gets a 503")
+    pools = parser.add_argument_group("TensorFlow", "thread pools, as TF Serving's flags; defaults: config serving.*")
+    pools.add_argument("--tensorflow-intra-op-parallelism", type=_non_negative, metavar="N",
+                       help="threads one op may split across (0: one per core; default: config "
+                       "serving.intra_op_threads, 0)")
+    pools.add_argument("--tensorflow-inter-op-parallelism", type=_non_negative, metavar="N",
+                       help="ops run at once (0: one per core; default: config serving.inter_op_threads, 0)")
     # --threads: 4, or config serving.batching_server_threads with batching (make_predictor).
     parser.set_defaults(threads=None)
+
+
+def _non_negative(raw: str) -> int:
+    import argparse
+
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: TensorFlow's default), got {raw}")
+    return value
 
 
 def _rate(raw: str) -> float:

@@ -136,6 +136,63 @@ def test_serve_command_binds_loopback_by_default():
     assert args.host == "127.0.0.1"
 
 
+def test_tensorflow_pools_come_from_the_flags_over_the_config(monkeypatch, tmp_path):
+    from pipeline.__main__ import make_parser
+
+    sized = []
+
+    class Stop(Exception):
+        pass
+
+    def no_repository(*args, **kwargs):
+        raise Stop  # the pools are sized before the first version can load
+
+    monkeypatch.setattr(serve, "size_tensorflow_pools", lambda **pools: sized.append(pools))
+    monkeypatch.setattr(serve, "ModelRepository", no_repository)
+    args = make_parser().parse_args(["serve", "--model-base-dir", str(tmp_path), "--set", "serving.inter_op_threads=2",
+                                     "--set", "serving.intra_op_threads=3", "--tensorflow-intra-op-parallelism", "1"])
+    with pytest.raises(Stop):
+        serve.serve_command(args)
+    assert sized == [{"intra": 1, "inter": 2}]
+
+
+def test_tensorflow_pools_reject_a_negative_size(capsys):
+    from pipeline import configs
+    from pipeline.__main__ import make_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        make_parser().parse_args(["serve", "--tensorflow-inter-op-parallelism", "-1"])
+    assert exit_info.value.code == 2
+    assert "must be >= 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="serving.intra_op_threads must be >= 0"):
+        configs.ServingConfig(intra_op_threads=-2)
+
+
+def test_tensorflow_pools_are_sized_and_refused_once_tensorflow_runs():
+    import subprocess
+    import sys
+
+    script = (
+        "from pipeline import serve\n"
+        "serve.size_tensorflow_pools(intra=1, inter=2)\n"
+        "import tensorflow as tf\n"
+        "print(tf.config.threading.get_intra_op_parallelism_threads(), "
+        "tf.config.threading.get_inter_op_parallelism_threads())\n"
+        "tf.constant(1.0) + 1.0\n"
+        "serve.size_tensorflow_pools(intra=1, inter=2)\n"  # what they are already: fine
+        "try:\n"
+        "    serve.size_tensorflow_pools(intra=3)\n"
+        "except RuntimeError as error:\n"
+        "    print(error)\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_USE_LEGACY_KERAS="1")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "1 2"
+    assert lines[1] == "TensorFlow is already running: its intra-op pool can no longer be sized to 3 threads"
+
+
 # --- Fakes: a signature with the model's outputs, so the HTTP tests need no TensorFlow model.
 
 
