@@ -410,19 +410,24 @@ def grpc_main(args) -> int:
             memory = {"after_load_and_warm_up": rss_mb(proc.pid)}
             for protocol in args.grpc_protocols:
                 for load, count, clients, output_filter in GRPC_LOADS:
+                    server_cpu = cpu_seconds(proc.pid)
                     if protocol == "grpc":
                         got = _run_processes(_grpc_client_process, target, args.model_name, reviews, count,
                                              output_filter, clients, args.duration)
                     else:
                         got = _run_processes(_rest_client_process, f"{base}/v1/models/{args.model_name}:predict",
                                              args.model_name, reviews, count, output_filter, clients, args.duration)
+                    # Per answered request, each client's first (unclocked) one included.
+                    answered = got["requests_ok"] + got["errors"] + clients
+                    got["server_cpu_ms_per_request"] = round(1000 * (cpu_seconds(proc.pid) - server_cpu) / answered, 3)
                     if load.startswith("batch_32"):  # against the same outputs computed in-process
                         reference = in_process_per_text if output_filter else in_process
                         got["share_of_in_process"] = round(got["reviews_per_s"] / reference, 3)
                     results[protocol][load] = got
                     print(f"{protocol:<5} {load:<40} {got['requests_per_s']:8.2f} req/s {got['reviews_per_s']:8.1f} "
                           f"reviews/s  p50 {got['p50_ms']} ms  p99 {got['p99_ms']} ms  errors {got['errors']}  "
-                          f"({clients} client processes)", flush=True)
+                          f"({clients} client processes; CPU ms/request: server {got['server_cpu_ms_per_request']}, "
+                          f"clients {got['client_cpu_ms_per_request']})", flush=True)
             memory["after_the_loads"] = rss_mb(proc.pid)
             status_after = requests.get(f"{base}/v1/models/{args.model_name}", timeout=10).json()
         finally:
