@@ -368,6 +368,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
+def server_cpu_ms_per_request(pid: int, cpu_before: float, got: dict) -> float:
+    """The server's CPU since `cpu_before` per answered request of a load (`got`: _run_processes'
+    result), each client's first, unclocked request included."""
+    answered = got["requests_ok"] + got["errors"] + got["clients"]
+    return round(1000 * (cpu_seconds(pid) - cpu_before) / answered, 3)
+
+
 def start_grpc_server(model_base_dir: Path, name: str, threads: int | None, extra: list[str]):
     """`python -m pipeline serve` with REST and gRPC on free ports: (process, REST base URL, gRPC target)."""
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
@@ -417,9 +424,7 @@ def grpc_main(args) -> int:
                     else:
                         got = _run_processes(_rest_client_process, f"{base}/v1/models/{args.model_name}:predict",
                                              args.model_name, reviews, count, output_filter, clients, args.duration)
-                    # Per answered request, each client's first (unclocked) one included.
-                    answered = got["requests_ok"] + got["errors"] + clients
-                    got["server_cpu_ms_per_request"] = round(1000 * (cpu_seconds(proc.pid) - server_cpu) / answered, 3)
+                    got["server_cpu_ms_per_request"] = server_cpu_ms_per_request(proc.pid, server_cpu, got)
                     if load.startswith("batch_32"):  # against the same outputs computed in-process
                         reference = in_process_per_text if output_filter else in_process
                         got["share_of_in_process"] = round(got["reviews_per_s"] / reference, 3)

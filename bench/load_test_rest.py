@@ -49,6 +49,7 @@ from load_test import (  # noqa: E402
     newest_version_dir,
     only_version_dir,
     rss_mb,
+    server_cpu_ms_per_request,
 )
 
 RESULTS = ROOT / "bench" / "results" / "load_test_rest.json"
@@ -125,11 +126,8 @@ def main(argv=None) -> int:
                     before = _counters(base, args.model_name)
                     server_cpu = cpu_seconds(proc.pid)
                     got = run_load(url, reviews, count, clients, output_filter, args.duration)
-                    server_cpu = cpu_seconds(proc.pid) - server_cpu
+                    got["server_cpu_ms_per_request"] = server_cpu_ms_per_request(proc.pid, server_cpu, got)
                     after = _counters(base, args.model_name)
-                    # Per answered request, each client's first (unclocked) one included.
-                    answered = got["requests_ok"] + got["errors"] + clients
-                    got["server_cpu_ms_per_request"] = round(1000 * server_cpu / answered, 3)
                     if after:  # the clients' first, unclocked requests are counted too
                         calls = after["batches"] - before["batches"]
                         got["model_calls"] = calls

@@ -644,9 +644,8 @@ def serve_command(args) -> int:
             else dataset.serving_dir(configs.output_dir_of(args.output_dir)))
     name = args.model_name or base.name
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    pools = {"intra": args.tensorflow_intra_op_parallelism, "inter": args.tensorflow_inter_op_parallelism}
-    pools = {pool: getattr(limits, f"{pool}_op_threads") if threads is None else threads
-             for pool, threads in pools.items()}
+    flags = {"intra": args.tensorflow_intra_op_parallelism, "inter": args.tensorflow_inter_op_parallelism}
+    pools = {pool: getattr(limits, f"{pool}_op_threads") if flag is None else flag for pool, flag in flags.items()}
     try:
         size_tensorflow_pools(**pools)  # before any version is loaded: TensorFlow reads them once
     except RuntimeError as error:
